@@ -1,0 +1,76 @@
+"""The store: ClickHouse through clickhouse-connect, and nothing else.
+
+``chdb://PATH`` opens the ClickHouse engine in-process (embedded mode);
+``http(s)://…`` reaches a ClickHouse server or ``driftline store serve``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import clickhouse_connect
+
+from driftline.store.ddl import MIGRATIONS
+
+
+class Store:
+    """Insert batches and run queries on ClickHouse.
+
+    Parameters
+    ----------
+    dsn
+        A clickhouse-connect DSN: ``chdb:///abs/path`` or ``http://host:8123``.
+    """
+
+    def __init__(self, dsn: str):
+        self.dsn = dsn
+        self._client = clickhouse_connect.get_client(dsn=dsn)
+        # chDB runs in our process and a clickhouse-connect client is not thread-safe:
+        # services that share a store in embedded mode take turns.
+        self._lock = threading.Lock()
+
+    def migrate(self) -> list[int]:
+        """Apply the migrations not yet recorded; return the versions applied now."""
+        with self._lock:
+            self._client.command(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
+                "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = MergeTree ORDER BY version"
+            )
+            done = {row[0] for row in self._client.query("SELECT version FROM schema_migrations").result_rows}
+            applied = []
+            for version, name, statements in MIGRATIONS:
+                if version in done:
+                    continue
+                for statement in statements:
+                    self._client.command(statement)
+                self._client.insert("schema_migrations", [(version, name)], column_names=["version", "name"])
+                applied.append(version)
+            return applied
+
+    def insert(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert rows (dicts with the same keys) in one batch."""
+        if not rows:
+            return
+        columns = list(rows[0])
+        data = [[row[c] for c in columns] for row in rows]
+        with self._lock:
+            self._client.insert(table, data, column_names=columns)
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> tuple[list[str], list[tuple]]:
+        """Column names and rows."""
+        with self._lock:
+            result = self._client.query(sql, parameters=parameters)
+        return list(result.column_names), result.result_rows
+
+    def scalar(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        return self.query(sql, parameters)[1][0][0]
+
+    def command(self, sql: str) -> None:
+        with self._lock:
+            self._client.command(sql)
+
+    def close(self) -> None:
+        with self._lock:
+            self._client.close()

@@ -1,0 +1,92 @@
+"""The bus interface every service is written against.
+
+Two implementations share it: :mod:`driftline.bus.memory` (embedded mode, an
+in-process log) and :mod:`driftline.bus.kafka` (confluent-kafka). Only bytes
+travel on either: records are encoded by :class:`driftline.codec.Codec`
+before they are produced.
+"""
+
+from __future__ import annotations
+
+import zlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+#: (topic, partition) -> the next offset to read, Kafka's meaning of a committed offset.
+Offsets = dict[tuple[str, int], int]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int
+
+
+class BusFull(BufferError):
+    """The bus cannot take more records until consumers catch up (backpressure)."""
+
+
+def partition_for(key: bytes | None, partitions: int, fallback: int = 0) -> int:
+    """CRC32 of the key, as librdkafka's ``consistent`` partitioner, so both buses agree."""
+    if key is None:
+        return fallback % partitions
+    return zlib.crc32(key) % partitions
+
+
+def next_offsets(messages: list[Message]) -> Offsets:
+    """The offsets to commit after ``messages``: one past the last one seen per partition."""
+    offsets: Offsets = {}
+    for message in messages:
+        tp = (message.topic, message.partition)
+        offsets[tp] = max(offsets.get(tp, 0), message.offset + 1)
+    return offsets
+
+
+class Producer(ABC):
+    @abstractmethod
+    def produce(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+        """Queue one record; raises :class:`BusFull` when backpressure applies."""
+
+    @abstractmethod
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Block until every queued record is durably on the bus, or raise."""
+
+
+class Consumer(ABC):
+    @abstractmethod
+    def poll_batch(self, max_records: int, timeout_s: float) -> list[Message]:
+        """Up to ``max_records`` records, waiting at most ``timeout_s`` for the first."""
+
+    @abstractmethod
+    def commit(self, offsets: Offsets) -> None:
+        """Commit offsets synchronously (next offset to read per partition)."""
+
+    @abstractmethod
+    def positions(self) -> Offsets:
+        """The next offset this consumer will read, per assigned partition."""
+
+    @abstractmethod
+    def seek(self, offsets: Offsets) -> None:
+        """Read from ``offsets`` next (for partitions in ``offsets`` that are assigned here)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class Bus(ABC):
+    @abstractmethod
+    def create_topics(self, topics: dict[str, int]) -> None:
+        """Create missing topics with the given partition counts (idempotent)."""
+
+    @abstractmethod
+    def producer(self) -> Producer: ...
+
+    @abstractmethod
+    def consumer(self, group: str, topics: list[str]) -> Consumer: ...
+
+    def close(self) -> None:
+        pass

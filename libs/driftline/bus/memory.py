@@ -1,0 +1,225 @@
+"""An in-process log with Kafka's semantics, for embedded mode and tests.
+
+Topics have partitions chosen by key hash; every record gets an offset; a
+consumer group has committed offsets and shares a topic's partitions among
+its members; records are bytes, never Python objects. Memory is bounded: a
+record is dropped once every group reading its topic has committed past it,
+and a producer gets :class:`BusFull` while the slowest group lags by more than
+``max_lag_bytes`` on a partition (topics no group reads keep their newest
+``retention_bytes``, like Kafka's ``retention.bytes``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from driftline.bus.base import Bus, BusFull, Consumer, Message, Offsets, Producer, partition_for
+
+
+@dataclass
+class _Partition:
+    records: deque = field(default_factory=deque)  # Message, oldest first
+    start: int = 0  # offset of records[0] (Kafka's log start offset)
+    end: int = 0  # next offset to be written (Kafka's log end offset)
+    retained_bytes: int = 0
+
+    def append(self, message: Message) -> None:
+        self.records.append(message)
+        self.end += 1
+        self.retained_bytes += len(message.value)
+
+    def drop_before(self, offset: int) -> None:
+        while self.records and self.start < offset:
+            self.retained_bytes -= len(self.records.popleft().value)
+            self.start += 1
+
+    def read(self, offset: int, limit: int) -> list[Message]:
+        first = max(offset, self.start) - self.start
+        return [self.records[i] for i in range(first, min(first + limit, len(self.records)))]
+
+
+@dataclass
+class _Group:
+    committed: Offsets = field(default_factory=dict)
+    members: list[MemoryConsumer] = field(default_factory=list)
+
+
+class MemoryBus(Bus):
+    """The embedded bus.
+
+    Parameters
+    ----------
+    max_lag_bytes
+        Per partition, how many bytes the slowest group may lag before producers get
+        :class:`BusFull`.
+    retention_bytes
+        Per partition, what a topic that no group reads keeps.
+
+    Examples
+    --------
+    >>> bus = MemoryBus()
+    >>> bus.create_topics({"t": 2})
+    >>> producer = bus.producer()
+    >>> for i in range(4):
+    ...     producer.produce("t", f"v{i}".encode(), key=f"k{i}".encode())
+    >>> consumer = bus.consumer("g", ["t"])
+    >>> batch = consumer.poll_batch(10, 0.0)
+    >>> sorted(m.value for m in batch)
+    [b'v0', b'v1', b'v2', b'v3']
+    >>> consumer.commit({(m.topic, m.partition): m.offset + 1 for m in batch})
+    >>> consumer.poll_batch(10, 0.0)
+    []
+    """
+
+    def __init__(self, max_lag_bytes: int = 64 << 20, retention_bytes: int = 16 << 20):
+        self.max_lag_bytes = max_lag_bytes
+        self.retention_bytes = retention_bytes
+        self._topics: dict[str, list[_Partition]] = {}
+        self._groups: dict[str, _Group] = {}
+        self._readers: dict[str, set[str]] = {}  # topic -> groups that subscribed to it
+        self._lock = threading.Condition()
+
+    def create_topics(self, topics: dict[str, int]) -> None:
+        with self._lock:
+            for name, partitions in topics.items():
+                self._topics.setdefault(name, [_Partition() for _ in range(partitions)])
+
+    def producer(self) -> Producer:
+        return MemoryProducer(self)
+
+    def consumer(self, group: str, topics: list[str]) -> MemoryConsumer:
+        return MemoryConsumer(self, group, topics)
+
+    # -- used by producers and consumers, always under the lock ---------------------------
+
+    def _partitions(self, topic: str) -> list[_Partition]:
+        try:
+            return self._topics[topic]
+        except KeyError:
+            raise KeyError(f"unknown topic {topic!r}; create it first") from None
+
+    def _append(self, topic: str, key: bytes | None, value: bytes, round_robin: int) -> None:
+        partitions = self._partitions(topic)
+        index = partition_for(key, len(partitions), round_robin)
+        partition = partitions[index]
+        readers = self._readers.get(topic)
+        if readers and partition.retained_bytes >= self.max_lag_bytes:
+            self._truncate(topic)
+            if partition.retained_bytes >= self.max_lag_bytes:
+                raise BusFull(f"topic {topic!r} partition {index}: consumers lag by {partition.retained_bytes} bytes")
+        partition.append(Message(topic, index, partition.end, key, bytes(value), int(time.time() * 1000)))
+        if not readers and partition.retained_bytes > self.retention_bytes:
+            while partition.records and partition.retained_bytes > self.retention_bytes:
+                partition.drop_before(partition.start + 1)
+
+    def _truncate(self, topic: str) -> None:
+        readers = self._readers.get(topic)
+        if not readers:
+            return
+        for index, partition in enumerate(self._partitions(topic)):
+            partition.drop_before(min(self._groups[g].committed.get((topic, index), 0) for g in readers))
+
+    def _assign(self, group: _Group) -> None:
+        """Share each subscribed topic's partitions among the group's members, round-robin."""
+        for member in group.members:
+            member._assignment = []
+        slots = [(t, i) for t in sorted({t for m in group.members for t in m.topics}) for i in range(len(self._partitions(t)))]
+        for n, tp in enumerate(slots):
+            candidates = [m for m in group.members if tp[0] in m.topics]
+            candidates[n % len(candidates)]._assignment.append(tp)
+        for member in group.members:
+            member._positions = {tp: group.committed.get(tp, 0) for tp in member._assignment}
+
+
+class MemoryProducer(Producer):
+    def __init__(self, bus: MemoryBus):
+        self._bus = bus
+        self._round_robin = 0
+
+    def produce(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+        with self._bus._lock:
+            self._round_robin += 1
+            self._bus._append(topic, key, value, self._round_robin)
+            self._bus._lock.notify_all()
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Records are on the log as soon as ``produce`` returns."""
+
+    def room(self, topic: str) -> bool:
+        """Whether every partition of ``topic`` is below the backpressure limit."""
+        with self._bus._lock:
+            self._bus._truncate(topic)
+            return all(p.retained_bytes < self._bus.max_lag_bytes for p in self._bus._partitions(topic))
+
+
+class MemoryConsumer(Consumer):
+    def __init__(self, bus: MemoryBus, group: str, topics: list[str]):
+        self._bus = bus
+        self.group = group
+        self.topics = list(topics)
+        self._assignment: list[tuple[str, int]] = []
+        self._positions: Offsets = {}
+        self._next = 0
+        with bus._lock:
+            for topic in topics:
+                bus._partitions(topic)
+                bus._readers.setdefault(topic, set()).add(group)
+            state = bus._groups.setdefault(group, _Group())
+            state.members.append(self)
+            bus._assign(state)
+
+    def poll_batch(self, max_records: int, timeout_s: float) -> list[Message]:
+        deadline = time.monotonic() + timeout_s
+        with self._bus._lock:
+            while True:
+                batch = self._read(max_records)
+                remaining = deadline - time.monotonic()
+                if batch or remaining <= 0:
+                    return batch
+                self._bus._lock.wait(remaining)
+
+    def _read(self, max_records: int) -> list[Message]:
+        batch: list[Message] = []
+        assignment = self._assignment
+        # Start at a different partition each poll so no partition starves.
+        for k in range(len(assignment)):
+            tp = assignment[(self._next + k) % len(assignment)]
+            partition = self._bus._partitions(tp[0])[tp[1]]
+            records = partition.read(self._positions[tp], max_records - len(batch))
+            if records:
+                batch.extend(records)
+                self._positions[tp] = records[-1].offset + 1
+            if len(batch) >= max_records:
+                break
+        self._next += 1
+        return batch
+
+    def commit(self, offsets: Offsets) -> None:
+        with self._bus._lock:
+            committed = self._bus._groups[self.group].committed
+            for tp, offset in offsets.items():
+                committed[tp] = max(committed.get(tp, 0), offset)
+            for topic in {tp[0] for tp in offsets}:
+                self._bus._truncate(topic)
+            self._bus._lock.notify_all()
+
+    def positions(self) -> Offsets:
+        with self._bus._lock:
+            return dict(self._positions)
+
+    def seek(self, offsets: Offsets) -> None:
+        with self._bus._lock:
+            for tp, offset in offsets.items():
+                if tp in self._positions:
+                    self._positions[tp] = offset
+
+    def close(self) -> None:
+        with self._bus._lock:
+            group = self._bus._groups[self.group]
+            if self in group.members:
+                group.members.remove(self)
+                if group.members:
+                    self._bus._assign(group)

@@ -1,0 +1,83 @@
+"""The ``driftline`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from driftline.config import Settings
+
+
+def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(c) for c in columns]] + [["NULL" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    line = "+".join("-" * (w + 2) for w in widths)
+    fmt = lambda r: " | ".join(v.ljust(w) for v, w in zip(r, widths))  # noqa: E731
+    return "\n".join([fmt(cells[0]), line] + [fmt(r) for r in cells[1:]] + [f"({len(rows)} rows)"])
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from driftline.demo import EXAMPLE_QUERY, DemoPlan, run_demo
+
+    summary = run_demo(Settings(), DemoPlan(events=args.events), progress=not args.json)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(_table(["metric", "value"], list(summary.items())))
+    print(f'\nTry:  driftline sql "{EXAMPLE_QUERY}"')
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from driftline.store import Store
+
+    store = Store(Settings().resolved_store_dsn)
+    try:
+        store.migrate()
+        columns, rows = store.query(args.query)
+    finally:
+        store.close()
+    if args.format == "json":
+        print(json.dumps([dict(zip(columns, r)) for r in rows], default=str))
+    else:
+        print(_table(columns, rows))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="driftline", description="Keep ML models honest in production.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the whole pipeline in one process on a synthetic scenario")
+    demo.add_argument("--events", type=int, default=100_000)
+    demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    demo.set_defaults(func=cmd_demo)
+
+    sql = sub.add_parser("sql", help="run SQL on the store and print the result")
+    sql.add_argument("query")
+    sql.add_argument("--format", choices=["table", "json"], default="table")
+    sql.set_defaults(func=cmd_sql)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # one clear line for a user; -v shows the traceback
+        if args.verbose:
+            raise
+        print(f"driftline {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Embedded mode: every service in one process over the in-process bus and chDB.
+
+The services are the same classes that run as separate processes in
+distributed mode; only the bus and the store differ. Runners take turns in
+one thread (``pump``), which keeps runs deterministic and needs no locks.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+
+from driftline.bus.memory import MemoryBus
+from driftline.codec import Codec, registry_client
+from driftline.config import Settings
+from driftline.registry import Registry
+from driftline.runner import Runner
+from driftline.store import Store
+from driftline.topics import ALL_TOPICS, MODELS
+from driftline.services.ingest.gateway import IngestGateway
+from driftline.services.ingest.logic import Ingest
+from driftline.services.label_joiner.service import LabelJoinerService
+from driftline.services.predictor.service import PredictorService
+
+
+class Embedded:
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or Settings()
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        self.bus = MemoryBus()
+        self.bus.create_topics({topic: self.settings.partitions for topic in ALL_TOPICS})
+        self.codec = Codec(registry_client(None))
+        self.store = Store(self.settings.resolved_store_dsn)
+        self.store.migrate()
+        self.registry = Registry(self.settings.registry_home)
+        self._model_events = self.bus.producer()
+        self._contracts: dict[str, object] = {}
+        self.registry.listeners.append(self._publish_model_event)
+        self.ingest = IngestGateway(Ingest(self.contract_of), self.bus.producer(), self.codec, self.store)
+        runner = partial(Runner, bus=self.bus, codec=self.codec, store=self.store, batch_size=self.settings.batch_size)
+        self.runners = [
+            runner(PredictorService.from_registry(self.registry)),
+            runner(LabelJoinerService.over_store(self.store, self.settings.label_ttl_ms, int(time.time() * 1000))),
+        ]
+
+    def contract_of(self, model: str):
+        """The champion's feature contract, cached until a model event for ``model``."""
+        if model not in self._contracts:
+            champion = self.registry.resolve(model, "champion")
+            self._contracts[model] = None if champion is None else champion.contract
+        return self._contracts[model]
+
+    def _publish_model_event(self, event: dict) -> None:
+        self._contracts.pop(event["model"], None)
+        self._model_events.produce(MODELS, self.codec.encode(MODELS, event), key=event["model"].encode())
+
+    def pump(self) -> int:
+        """Give every runner turns until none has anything left to do; returns messages processed."""
+        total = 0
+        while True:
+            moved = sum(runner.step(timeout_s=0.0) for runner in self.runners)
+            total += moved
+            if not moved:
+                return total
+
+    def close(self) -> None:
+        for runner in self.runners:
+            runner.close()
+        self.registry.close()
+        self.store.close()

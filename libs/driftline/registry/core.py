@@ -1,0 +1,238 @@
+"""The model registry: immutable versions, moving aliases, lineage and an audit trail.
+
+Metadata lives in SQLite under ``DRIFTLINE_HOME/registry``; artifacts are
+content-addressed files beside it. Every change writes one audit row and is
+announced to listeners (the runner publishes it as a ModelEvent).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from driftline.contract import FeatureContract
+from driftline.registry.artifacts import ArtifactStore, dumps, loads_verified
+
+ALIASES = ("champion", "challenger", "shadow", "canary")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS versions (
+    model TEXT NOT NULL, version INTEGER NOT NULL, sha256 TEXT NOT NULL,
+    created_at INTEGER NOT NULL, created_by TEXT NOT NULL,
+    contract TEXT NOT NULL, recipe TEXT NOT NULL, params TEXT NOT NULL, metrics TEXT NOT NULL,
+    lineage TEXT NOT NULL, profile TEXT NOT NULL,
+    PRIMARY KEY (model, version));
+CREATE TABLE IF NOT EXISTS aliases (
+    model TEXT NOT NULL, alias TEXT NOT NULL, version INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+    PRIMARY KEY (model, alias));
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+    model TEXT NOT NULL, version INTEGER, alias TEXT, previous_version INTEGER, reason TEXT NOT NULL);
+"""
+
+
+class RegistryError(LookupError):
+    """A model, version or alias that does not exist, or a move that is not allowed."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    model: str
+    version: int
+    sha256: str
+    created_at: int
+    created_by: str
+    contract: FeatureContract
+    recipe: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    lineage: dict[str, Any] = field(default_factory=dict)
+    profile: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["contract"] = self.contract.to_dict()
+        return data
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    meta: ModelVersion
+    estimator: Any
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Registry:
+    """Register, alias, roll back and load model versions.
+
+    Parameters
+    ----------
+    home
+        Folder for ``registry.sqlite`` and ``artifacts/``.
+    """
+
+    def __init__(self, home: Path):
+        self.home = Path(home)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.artifacts = ArtifactStore(self.home / "artifacts")
+        self._db = sqlite3.connect(self.home / "registry.sqlite", check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.RLock()
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def register(
+        self,
+        model: str,
+        estimator: Any,
+        contract: FeatureContract,
+        *,
+        actor: str,
+        reason: str = "",
+        recipe: dict | None = None,
+        params: dict | None = None,
+        metrics: dict | None = None,
+        lineage: dict | None = None,
+        profile: dict | None = None,
+    ) -> ModelVersion:
+        """Store the artifact by its sha256 and record a new immutable version."""
+        sha = self.artifacts.put(dumps(estimator))
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            (latest,) = self._db.execute("SELECT COALESCE(MAX(version), 0) FROM versions WHERE model=?", (model,)).fetchone()
+            version = ModelVersion(
+                model, latest + 1, sha, _now_ms(), actor, contract,
+                recipe or {}, params or {}, metrics or {}, lineage or {}, profile or {},
+            )
+            self._db.execute(
+                "INSERT INTO versions VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (model, version.version, sha, version.created_at, actor, json.dumps(contract.to_dict()),
+                 json.dumps(version.recipe), json.dumps(version.params), json.dumps(version.metrics),
+                 json.dumps(version.lineage), json.dumps(version.profile)),
+            )
+            event = self._audit(actor, "registered", model, version.version, None, None, reason or "registered")
+        self._announce(event, sha)
+        return version
+
+    def set_alias(self, model: str, alias: str, version: int, *, actor: str, reason: str) -> dict[str, Any]:
+        """Point ``alias`` at ``version``; returns the audit event."""
+        if alias not in ALIASES:
+            raise RegistryError(f"unknown alias {alias!r}; use one of {ALIASES}")
+        meta = self.get(model, version)
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            previous = self._alias_version(model, alias)
+            self._db.execute("INSERT OR REPLACE INTO aliases VALUES (?,?,?,?)", (model, alias, version, _now_ms()))
+            event = self._audit(actor, "alias_moved", model, version, alias, previous, reason)
+        self._announce(event, meta.sha256)
+        return event
+
+    def rollback(self, model: str, *, actor: str, reason: str, alias: str = "champion") -> dict[str, Any]:
+        """Move ``alias`` back to the version it pointed at before its last move."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT version, previous_version FROM audit WHERE model=? AND alias=? "
+                "AND action IN ('alias_moved', 'rolled_back') ORDER BY id DESC LIMIT 1",
+                (model, alias),
+            ).fetchone()
+            if row is None or row[1] is None:
+                raise RegistryError(f"{model}@{alias} has no previous version to roll back to")
+            current, previous = row
+            meta = self.get(model, previous)
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("INSERT OR REPLACE INTO aliases VALUES (?,?,?,?)", (model, alias, previous, _now_ms()))
+                event = self._audit(actor, "rolled_back", model, previous, alias, current, reason)
+        self._announce(event, meta.sha256)
+        return event
+
+    def record(self, model: str, version: int, action: str, *, actor: str, reason: str) -> dict[str, Any]:
+        """An audit row for a decision that moves nothing, e.g. a rejected challenger."""
+        with self._lock, self._db:
+            event = self._audit(actor, action, model, version, None, None, reason)
+        self._announce(event, self.get(model, version).sha256)
+        return event
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def get(self, model: str, version: int) -> ModelVersion:
+        row = self._db.execute("SELECT * FROM versions WHERE model=? AND version=?", (model, version)).fetchone()
+        if row is None:
+            raise RegistryError(f"no version {version} of model {model!r}")
+        return _version_from_row(row)
+
+    def resolve(self, model: str, alias: str) -> ModelVersion | None:
+        version = self._alias_version(model, alias)
+        return None if version is None else self.get(model, version)
+
+    def load(self, model: str, alias: str = "champion", version: int | None = None) -> LoadedModel:
+        """The estimator of ``version`` (or of ``alias``), after its sha256 is checked."""
+        meta = self.get(model, version) if version is not None else self.resolve(model, alias)
+        if meta is None:
+            raise RegistryError(f"model {model!r} has no {alias!r} alias")
+        data = self.artifacts.get(meta.sha256)
+        estimator = loads_verified(data, meta.sha256, f"{model} v{meta.version}")
+        return LoadedModel(meta, estimator)
+
+    def models(self) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT DISTINCT model FROM versions ORDER BY model")]
+
+    def versions(self, model: str) -> list[ModelVersion]:
+        rows = self._db.execute("SELECT * FROM versions WHERE model=? ORDER BY version", (model,)).fetchall()
+        return [_version_from_row(r) for r in rows]
+
+    def aliases(self, model: str) -> dict[str, int]:
+        return dict(self._db.execute("SELECT alias, version FROM aliases WHERE model=?", (model,)).fetchall())
+
+    def audit_log(self, model: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT id, at, actor, action, model, version, alias, previous_version, reason FROM audit"
+        rows = self._db.execute(sql + (" WHERE model=? ORDER BY id" if model else " ORDER BY id"), (model,) if model else ()).fetchall()
+        keys = ("id", "at", "actor", "action", "model", "version", "alias", "previous_version", "reason")
+        return [dict(zip(keys, r)) for r in rows]
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _alias_version(self, model: str, alias: str) -> int | None:
+        row = self._db.execute("SELECT version FROM aliases WHERE model=? AND alias=?", (model, alias)).fetchone()
+        return None if row is None else row[0]
+
+    def _audit(self, actor, action, model, version, alias, previous, reason) -> dict[str, Any]:
+        at = _now_ms()
+        cursor = self._db.execute(
+            "INSERT INTO audit (at, actor, action, model, version, alias, previous_version, reason) VALUES (?,?,?,?,?,?,?,?)",
+            (at, actor, action, model, version, alias, previous, reason),
+        )
+        return {"id": cursor.lastrowid, "at": at, "actor": actor, "action": action, "model": model,
+                "version": version, "alias": alias, "previous_version": previous, "reason": reason}
+
+    def _announce(self, event: dict[str, Any], sha256: str) -> None:
+        model_event = {
+            "model": event["model"], "version": event["version"], "action": event["action"],
+            "alias": event["alias"], "previous_version": event["previous_version"], "sha256": sha256,
+            "actor": event["actor"], "reason": event["reason"], "occurred_at": event["at"],
+        }
+        for listener in self.listeners:
+            listener(model_event)
+
+
+def _version_from_row(row: tuple) -> ModelVersion:
+    model, version, sha, created_at, created_by, contract, recipe, params, metrics, lineage, profile = row
+    return ModelVersion(
+        model, version, sha, created_at, created_by, FeatureContract.from_dict(json.loads(contract)),
+        json.loads(recipe), json.loads(params), json.loads(metrics), json.loads(lineage), json.loads(profile),
+    )

@@ -1,0 +1,67 @@
+"""Versioned DDL. Each migration runs once, in order, and is recorded in ``schema_migrations``.
+
+Idempotency on replay: every table is a ReplacingMergeTree keyed on the
+record's id, so a replayed batch writes the same keys again and ``FINAL``
+(or ``count(DISTINCT …)``) counts each record once. See README, "Querying".
+"""
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (
+        1,
+        "predictions, labels, dead_letters",
+        [
+            """
+            CREATE TABLE IF NOT EXISTS predictions (
+                prediction_id String,
+                event_id String,
+                entity_id String,
+                model LowCardinality(String),
+                model_version UInt32,
+                role LowCardinality(String),
+                score Float64,
+                scores Map(String, Float64),
+                predicted_label String,
+                numeric_features Map(String, Float64),
+                categorical_features Map(String, String),
+                event_time DateTime64(3, 'UTC'),
+                prediction_time DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree
+            ORDER BY (model, role, event_id)
+            """,
+            # status: pending (waiting for its prediction), joined, or unmatched (TTL passed).
+            # The version column makes the most advanced status win when rows are merged.
+            """
+            CREATE TABLE IF NOT EXISTS labels (
+                event_id String,
+                model LowCardinality(String),
+                label String,
+                value Nullable(Float64),
+                label_time DateTime64(3, 'UTC'),
+                status LowCardinality(String),
+                status_rank UInt8,
+                reason String,
+                model_version UInt32,
+                predicted_label String,
+                error Nullable(Float64),
+                event_time Nullable(DateTime64(3, 'UTC')),
+                updated_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(status_rank)
+            ORDER BY (model, event_id)
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS dead_letters (
+                dead_letter_id String,
+                service LowCardinality(String),
+                topic String,
+                partition Nullable(Int32),
+                offset Nullable(Int64),
+                key Nullable(String),
+                payload String,
+                error String,
+                received_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree
+            ORDER BY dead_letter_id
+            """,
+        ],
+    ),
+]
