@@ -2,11 +2,12 @@
 
 Topics have partitions chosen by key hash; every record gets an offset; a
 consumer group has committed offsets and shares a topic's partitions among
-its members; records are bytes, never Python objects. Memory is bounded: a
-record is dropped once every group reading its topic has committed past it,
-and a producer gets :class:`BusFull` while the slowest group lags by more than
-``max_lag_bytes`` on a partition (topics no group reads keep their newest
-``retention_bytes``, like Kafka's ``retention.bytes``).
+its members; records are bytes, never Python objects. Memory is bounded per
+partition: like Kafka's ``retention.bytes``, the oldest records go once a
+partition holds more than ``retention_bytes`` (but never one that a group
+reading the topic has not committed yet), and a producer gets
+:class:`BusFull` while unconsumed records would push a partition past
+``retention_bytes + max_lag_bytes``.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class MemoryBus(Bus):
         Per partition, how many bytes the slowest group may lag before producers get
         :class:`BusFull`.
     retention_bytes
-        Per partition, what a topic that no group reads keeps.
+        Per partition, how many bytes of records are kept for groups that join later.
 
     Examples
     --------
@@ -74,7 +75,7 @@ class MemoryBus(Bus):
     []
     """
 
-    def __init__(self, max_lag_bytes: int = 64 << 20, retention_bytes: int = 16 << 20):
+    def __init__(self, max_lag_bytes: int = 64 << 20, retention_bytes: int = 4 << 20):
         self.max_lag_bytes = max_lag_bytes
         self.retention_bytes = retention_bytes
         self._topics: dict[str, list[_Partition]] = {}
@@ -105,22 +106,22 @@ class MemoryBus(Bus):
         partitions = self._partitions(topic)
         index = partition_for(key, len(partitions), round_robin)
         partition = partitions[index]
-        readers = self._readers.get(topic)
-        if readers and partition.retained_bytes >= self.max_lag_bytes:
-            self._truncate(topic)
-            if partition.retained_bytes >= self.max_lag_bytes:
-                raise BusFull(f"topic {topic!r} partition {index}: consumers lag by {partition.retained_bytes} bytes")
+        if partition.retained_bytes >= self.retention_bytes + self.max_lag_bytes:
+            self._truncate(topic, index)  # groups may have committed since the last append
+            if partition.retained_bytes >= self.retention_bytes + self.max_lag_bytes:
+                raise BusFull(f"topic {topic!r} partition {index}: consumers lag by about "
+                              f"{partition.retained_bytes - self.retention_bytes} bytes")
         partition.append(Message(topic, index, partition.end, key, bytes(value), int(time.time() * 1000)))
-        if not readers and partition.retained_bytes > self.retention_bytes:
-            while partition.records and partition.retained_bytes > self.retention_bytes:
-                partition.drop_before(partition.start + 1)
+        if partition.retained_bytes > self.retention_bytes:
+            self._truncate(topic, index)
 
-    def _truncate(self, topic: str) -> None:
+    def _truncate(self, topic: str, index: int) -> None:
+        """Drop the oldest records beyond ``retention_bytes`` that every reading group has committed."""
+        partition = self._partitions(topic)[index]
         readers = self._readers.get(topic)
-        if not readers:
-            return
-        for index, partition in enumerate(self._partitions(topic)):
-            partition.drop_before(min(self._groups[g].committed.get((topic, index), 0) for g in readers))
+        floor = min(self._groups[g].committed.get((topic, index), 0) for g in readers) if readers else partition.end
+        while partition.records and partition.start < floor and partition.retained_bytes > self.retention_bytes:
+            partition.drop_before(partition.start + 1)
 
     def _assign(self, group: _Group) -> None:
         """Share each subscribed topic's partitions among the group's members, round-robin."""
@@ -150,9 +151,12 @@ class MemoryProducer(Producer):
 
     def room(self, topic: str) -> bool:
         """Whether every partition of ``topic`` is below the backpressure limit."""
-        with self._bus._lock:
-            self._bus._truncate(topic)
-            return all(p.retained_bytes < self._bus.max_lag_bytes for p in self._bus._partitions(topic))
+        bus = self._bus
+        with bus._lock:
+            partitions = bus._partitions(topic)
+            for index in range(len(partitions)):
+                bus._truncate(topic, index)
+            return all(p.retained_bytes < bus.retention_bytes + bus.max_lag_bytes for p in partitions)
 
 
 class MemoryConsumer(Consumer):
@@ -202,8 +206,6 @@ class MemoryConsumer(Consumer):
             committed = self._bus._groups[self.group].committed
             for tp, offset in offsets.items():
                 committed[tp] = max(committed.get(tp, 0), offset)
-            for topic in {tp[0] for tp in offsets}:
-                self._bus._truncate(topic)
             self._bus._lock.notify_all()
 
     def positions(self) -> Offsets:
