@@ -1,0 +1,1 @@
+"""Benchmarks. Each prints a ratio against a baseline measured in the same run (``make bench``)."""
