@@ -39,10 +39,19 @@ def loads_verified(data: bytes, expected_sha256: str, where: str) -> Any:
         raise TamperedArtifact(
             f"refusing to load {where}: sha256 is {actual}, the registry recorded {expected_sha256}"
         )
-    untrusted = [t for t in sio.get_untrusted_types(data=data) if not t.startswith(TRUSTED_PREFIXES)]
+    return sio.loads(data, trusted=check_trusted(data, where))
+
+
+def check_trusted(data: bytes, where: str) -> list[str]:
+    """The non-default types ``data`` would build, if all are trusted; else raise."""
+    try:
+        types = sio.get_untrusted_types(data=data)
+    except Exception as exc:  # not a skops file at all
+        raise UntrustedArtifact(f"refusing {where}: not a skops artifact ({exc})") from exc
+    untrusted = [t for t in types if not t.startswith(TRUSTED_PREFIXES)]
     if untrusted:
-        raise UntrustedArtifact(f"refusing to load {where}: untrusted types {untrusted}")
-    return sio.loads(data, trusted=sio.get_untrusted_types(data=data))
+        raise UntrustedArtifact(f"refusing {where}: untrusted types {untrusted}")
+    return types
 
 
 class ArtifactStore:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from driftline.contract import FeatureContract
-from driftline.registry.artifacts import ArtifactStore, dumps, loads_verified
+from driftline.registry.artifacts import ArtifactStore, check_trusted, dumps, loads_verified
 
 ALIASES = ("champion", "challenger", "shadow", "canary")
 
@@ -107,8 +107,27 @@ class Registry:
         lineage: dict | None = None,
         profile: dict | None = None,
     ) -> ModelVersion:
-        """Store the artifact by its sha256 and record a new immutable version."""
-        sha = self.artifacts.put(dumps(estimator))
+        """Serialize ``estimator`` with skops and register it (see :meth:`register_artifact`)."""
+        return self.register_artifact(model, dumps(estimator), contract, actor=actor, reason=reason, recipe=recipe,
+                                      params=params, metrics=metrics, lineage=lineage, profile=profile)
+
+    def register_artifact(
+        self,
+        model: str,
+        artifact: bytes,
+        contract: FeatureContract,
+        *,
+        actor: str,
+        reason: str = "",
+        recipe: dict | None = None,
+        params: dict | None = None,
+        metrics: dict | None = None,
+        lineage: dict | None = None,
+        profile: dict | None = None,
+    ) -> ModelVersion:
+        """Store a skops artifact by its sha256 and record a new immutable version."""
+        check_trusted(artifact, f"a new version of {model}")
+        sha = self.artifacts.put(artifact)
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             (latest,) = self._db.execute("SELECT COALESCE(MAX(version), 0) FROM versions WHERE model=?", (model,)).fetchone()
