@@ -48,6 +48,22 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from driftline.serve import serve
+
+    return serve(args.service, args.host, args.port)
+
+
+def cmd_store_serve(args: argparse.Namespace) -> int:
+    from driftline.store.http_server import serve
+
+    settings = Settings()
+    path = args.path or str((settings.home / "store").resolve())
+    print(f"serving the store at {path} on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+    serve(path, host=args.host, port=args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="driftline", description="Keep ML models honest in production.")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -62,6 +78,21 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("query")
     sql.add_argument("--format", choices=["table", "json"], default="table")
     sql.set_defaults(func=cmd_sql)
+
+    from driftline.serve import SERVICES
+
+    serve = sub.add_parser("serve", help="run one service as its own process (distributed mode)")
+    serve.add_argument("service", choices=SERVICES)
+    serve.add_argument("--host", default="127.0.0.1", help="for ingest and registry")
+    serve.add_argument("--port", type=int, default=8000, help="for ingest and registry")
+    serve.set_defaults(func=cmd_serve)
+
+    store = sub.add_parser("store", help="the store").add_subparsers(dest="store_command", required=True)
+    store_serve = store.add_parser("serve", help="serve the chDB store over ClickHouse's HTTP protocol")
+    store_serve.add_argument("--path", help="chDB folder (default DRIFTLINE_HOME/store)")
+    store_serve.add_argument("--host", default="127.0.0.1")
+    store_serve.add_argument("--port", type=int, default=8123)
+    store_serve.set_defaults(func=cmd_store_serve)
     return parser
 
 

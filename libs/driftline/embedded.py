@@ -7,20 +7,15 @@ one thread (``pump``), which keeps runs deterministic and needs no locks.
 
 from __future__ import annotations
 
-import time
-from functools import partial
-
 from driftline.bus.memory import MemoryBus
 from driftline.codec import Codec, registry_client
 from driftline.config import Settings
 from driftline.registry import Registry
-from driftline.runner import Runner
 from driftline.store import Store
 from driftline.topics import ALL_TOPICS, MODELS
 from driftline.services.ingest.gateway import IngestGateway
 from driftline.services.ingest.logic import Ingest
-from driftline.services.label_joiner.service import LabelJoinerService
-from driftline.services.predictor.service import PredictorService
+from driftline.wiring import RUNNER_SERVICES, Context, make_runner
 
 
 class Embedded:
@@ -37,11 +32,8 @@ class Embedded:
         self._contracts: dict[str, object] = {}
         self.registry.listeners.append(self._publish_model_event)
         self.ingest = IngestGateway(Ingest(self.contract_of), self.bus.producer(), self.codec, self.store)
-        runner = partial(Runner, bus=self.bus, codec=self.codec, store=self.store, batch_size=self.settings.batch_size)
-        self.runners = [
-            runner(PredictorService.from_registry(self.registry)),
-            runner(LabelJoinerService.over_store(self.store, self.settings.label_ttl_ms, int(time.time() * 1000))),
-        ]
+        context = Context(self.settings, self.bus, self.codec, self.store, self.registry)
+        self.runners = [make_runner(name, context) for name in RUNNER_SERVICES]
 
     def contract_of(self, model: str):
         """The champion's feature contract, cached until a model event for ``model``."""

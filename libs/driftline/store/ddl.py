@@ -64,4 +64,20 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        2,
+        "service_state",
+        [
+            # Step 4 of the checkpoint: a stateful service's snapshot with the offsets it covers.
+            """
+            CREATE TABLE IF NOT EXISTS service_state (
+                service LowCardinality(String),
+                snapshot String,
+                offsets String,
+                saved_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(saved_at)
+            ORDER BY service
+            """,
+        ],
+    ),
 ]

@@ -1,0 +1,111 @@
+"""``driftline serve <service>``: one service as its own process over Kafka, a registry and a store.
+
+Configuration is the ``DRIFTLINE_*`` environment (:class:`driftline.config.Settings`).
+SIGTERM or SIGINT lets a runner finish and checkpoint the batch in hand, then
+the process exits 0; the HTTP services (ingest, registry) drain through uvicorn.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+from driftline.bus.kafka import KafkaBus
+from driftline.codec import Codec, registry_client
+from driftline.config import Settings
+from driftline.store import Store
+from driftline.topics import ALL_TOPICS, MODELS
+from driftline.wiring import RUNNER_SERVICES, Context, make_runner
+
+log = logging.getLogger(__name__)
+
+HTTP_SERVICES = ("ingest", "registry")
+SERVICES = HTTP_SERVICES + tuple(RUNNER_SERVICES)
+
+
+def _require(value: str | None, variable: str, service: str) -> str:
+    if not value:
+        raise SystemExit(f"driftline serve {service}: set {variable} (see README, Configuration)")
+    return value
+
+
+def _context(settings: Settings, service: str, registry=None) -> Context:
+    bus = KafkaBus(_require(settings.kafka_bootstrap, "DRIFTLINE_KAFKA_BOOTSTRAP", service))
+    bus.create_topics({topic: settings.partitions for topic in ALL_TOPICS})
+    codec = Codec(registry_client(_require(settings.schema_registry_url, "DRIFTLINE_SCHEMA_REGISTRY_URL", service)))
+    store = Store(settings.resolved_store_dsn)
+    store.migrate()
+    if registry is None:
+        from driftline.registry.client import RegistryClient
+
+        token = settings.registry_token.get_secret_value() if settings.registry_token else None
+        registry = RegistryClient(_require(settings.registry_url, "DRIFTLINE_REGISTRY_URL", service), token)
+    return Context(settings, bus, codec, store, registry)
+
+
+class CachedContracts:
+    """Champion feature contracts for ingest, refreshed every ``ttl_s`` (aliases move rarely)."""
+
+    def __init__(self, registry, ttl_s: float = 5.0):
+        self.registry, self.ttl_s = registry, ttl_s
+        self._cache: dict[str, tuple[float, object]] = {}
+
+    def __call__(self, model: str):
+        hit = self._cache.get(model)
+        if hit is None or time.monotonic() - hit[0] > self.ttl_s:
+            champion = self.registry.resolve(model, "champion")
+            hit = (time.monotonic(), None if champion is None else champion.contract)
+            self._cache[model] = hit
+        return hit[1]
+
+
+def serve(service: str, host: str, port: int, settings: Settings | None = None) -> int:
+    settings = settings or Settings()
+    if service not in SERVICES:
+        raise SystemExit(f"unknown service {service!r}; choose from {', '.join(SERVICES)}")
+    if service in HTTP_SERVICES:
+        return _serve_http(service, host, port, settings)
+    ctx = _context(settings, service)
+    runner = make_runner(service, ctx)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    log.warning("%s: consuming %s", service, ", ".join(runner.service.topics))
+    try:
+        runner.run(stop)
+    finally:
+        runner.close()
+        ctx.store.close()
+    log.warning("%s: stopped after %d messages", service, runner.processed)
+    return 0
+
+
+def _serve_http(service: str, host: str, port: int, settings: Settings) -> int:
+    import uvicorn
+
+    if service == "registry":
+        from driftline.registry import Registry
+        from driftline.services.registry.app import create_app
+
+        registry = Registry(settings.registry_home)
+        ctx = _context(settings, service, registry=registry)
+        producer = ctx.bus.producer()
+
+        def publish(event: dict) -> None:
+            producer.produce(MODELS, ctx.codec.encode(MODELS, event), key=event["model"].encode())
+            producer.flush()
+
+        registry.listeners.append(publish)
+        token = settings.registry_token.get_secret_value() if settings.registry_token else None
+        app = create_app(registry, token)
+    else:
+        from driftline.services.ingest.app import create_app
+        from driftline.services.ingest.gateway import IngestGateway
+        from driftline.services.ingest.logic import Ingest
+
+        ctx = _context(settings, service)
+        app = create_app(IngestGateway(Ingest(CachedContracts(ctx.registry)), ctx.bus.producer(), ctx.codec, ctx.store))
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+    return 0
