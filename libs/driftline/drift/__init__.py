@@ -1,0 +1,55 @@
+"""Drift math for the drift-detector service: pure logic, no I/O.
+
+* :mod:`~driftline.drift.profile`: reference bins and proportions from training data.
+* :mod:`~driftline.drift.psi`: PSI and its bands, JS distance, Wasserstein, chi-square.
+* :mod:`~driftline.drift.windows`: tumbling/hopping windows by count or event time,
+  and label coverage per window.
+* :mod:`~driftline.drift.detectors`: river's concept drift detectors over the error stream.
+* :mod:`~driftline.drift.policy`: when drift becomes one retrain request per incident.
+"""
+
+from driftline.drift.detectors import ConceptDriftDetector
+from driftline.drift.policy import AlertPolicy, RetrainDecision, Trigger
+from driftline.drift.profile import SCORE, FeatureProfile, ReferenceProfile
+from driftline.drift.psi import (
+    ChiSquare,
+    FeatureStats,
+    chi_square,
+    feature_stats,
+    js_distance,
+    psi,
+    psi_band,
+    wasserstein,
+)
+from driftline.drift.windows import (
+    ClosedWindow,
+    CoverageWindow,
+    LabelCoverage,
+    WindowedProfileCounter,
+    WindowSpec,
+    WindowStats,
+)
+
+__all__ = [
+    "SCORE",
+    "AlertPolicy",
+    "ChiSquare",
+    "ClosedWindow",
+    "ConceptDriftDetector",
+    "CoverageWindow",
+    "FeatureProfile",
+    "FeatureStats",
+    "LabelCoverage",
+    "ReferenceProfile",
+    "RetrainDecision",
+    "Trigger",
+    "WindowSpec",
+    "WindowStats",
+    "WindowedProfileCounter",
+    "chi_square",
+    "feature_stats",
+    "js_distance",
+    "psi",
+    "psi_band",
+    "wasserstein",
+]
