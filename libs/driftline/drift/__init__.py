@@ -11,13 +11,14 @@
 from driftline.drift.detectors import ConceptDriftDetector
 from driftline.drift.policy import AlertPolicy, RetrainDecision, Trigger
 from driftline.drift.profile import SCORE, FeatureProfile, ReferenceProfile
+# The function psi is not re-exported here: it would shadow the module driftline.drift.psi.
+# Use `from driftline.drift.psi import psi`.
 from driftline.drift.psi import (
     ChiSquare,
     FeatureStats,
     chi_square,
     feature_stats,
     js_distance,
-    psi,
     psi_band,
     wasserstein,
 )
@@ -49,7 +50,6 @@ __all__ = [
     "chi_square",
     "feature_stats",
     "js_distance",
-    "psi",
     "psi_band",
     "wasserstein",
 ]
