@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from driftline.config import Settings
@@ -23,7 +24,8 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     from driftline.demo import EXAMPLE_QUERY, DemoPlan, run_demo
 
-    summary = run_demo(Settings(), DemoPlan(events=args.events), progress=not args.json)
+    plan = DemoPlan(events=args.events, drift=not args.no_drift)
+    summary = run_demo(Settings(), plan, progress=not args.json, report_path=None if args.no_report else Path(args.report))
     if args.json:
         print(json.dumps(summary))
         return 0
@@ -70,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the whole pipeline in one process on a synthetic scenario")
-    demo.add_argument("--events", type=int, default=100_000)
+    demo.add_argument("--events", type=int, default=200_000)
+    demo.add_argument("--no-drift", action="store_true", help="no covariate shift or concept change")
+    demo.add_argument("--report", default="driftline-report.html", help="where to write the HTML report")
+    demo.add_argument("--no-report", action="store_true")
     demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     demo.set_defaults(func=cmd_demo)
 

@@ -28,6 +28,27 @@ class Settings(BaseSettings):
     poll_timeout_s: float = Field(0.2, gt=0)
     label_ttl_ms: int = Field(3_600_000, ge=0, description="How long an early label waits for its prediction.")
 
+    # drift-detector
+    drift_window_kind: str = Field("tumbling", description="tumbling or hopping")
+    drift_window_by: str = Field("time", description="time (event time, ms) or count (events)")
+    drift_window_size: int = Field(60_000, ge=1, description="ms for time windows, events for count windows")
+    drift_window_step: int | None = Field(None, description="hop of hopping windows")
+    drift_allowed_lateness_ms: int = Field(0, ge=0)
+    drift_psi_threshold: float = Field(0.25, gt=0)
+    drift_consecutive_windows: int = Field(1, ge=1, description="windows in a row at or above the threshold")
+    drift_reset_below: float = Field(0.10, ge=0, description="an incident ends when every PSI falls below this")
+    drift_cooldown_ms: int = Field(3_600_000, ge=0, description="event time between two requests for one version")
+    drift_min_events: int = Field(200, ge=1, description="smaller windows are not judged")
+    concept_detectors: dict[str, str] = Field(default_factory=dict, description='model -> detector, e.g. {"credit": "KSWIN"}; default ADWIN')
+    concept_params: dict[str, dict] = Field(default_factory=dict, description="model -> detector parameters")
+
+    # retrainer
+    retrain_margin: float = Field(0.01, description="accuracy the challenger must gain to be promoted")
+    retrain_holdout_fraction: float = Field(0.3, gt=0, lt=1)
+    retrain_min_rows: int = Field(3000, ge=10, description="labelled rows needed to train a challenger")
+    retrain_max_rows: int = Field(50_000, ge=10, description="most recent labelled rows used at most")
+    retrain_wait_ms: int = Field(3_600_000, ge=0, description="how long a request waits for enough labels")
+
     @property
     def resolved_store_dsn(self) -> str:
         return self.store_dsn or f"chdb://{(self.home / 'store').resolve()}"

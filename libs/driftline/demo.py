@@ -9,19 +9,26 @@ event once.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from driftline import __version__
+from driftline.bus import next_offsets
 from driftline.config import Settings
 from driftline.embedded import Embedded
-from driftline.models import DEFAULT_RECIPE, build_pipeline
+from driftline.models import DEFAULT_RECIPE
 from driftline.scenario import CATEGORICAL, CONTRACT, MODEL, NUMERIC, Batch, CreditScenario
-from driftline.topics import FEATURES, LABELS
+from driftline.timeutil import to_datetime
+from driftline.topics import DRIFT, FEATURES, LABELED, LABELS, MODELS, RETRAIN
+from driftline.training import classification_metrics, train
 
 EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: event times are reproducible
 EVENT_SPACING_MS = 10
@@ -35,13 +42,41 @@ EXAMPLE_QUERY = (
 )
 
 
+WINDOW_MS = 50_000  # drift windows of 5,000 events at EVENT_SPACING_MS
+
+#: Settings the demo runs with: windows sized to the scenario, a cooldown longer than
+#: the stream, and retraining as soon as 3,000 labels arrived after the drift.
+DEMO_SETTINGS = {
+    "drift_window_kind": "tumbling",
+    "drift_window_by": "time",
+    "drift_window_size": WINDOW_MS,
+    "drift_allowed_lateness_ms": 20_000,
+    "drift_cooldown_ms": 3_600_000,
+    "retrain_min_rows": 3000,
+}
+
+
 @dataclass(frozen=True)
 class DemoPlan:
-    events: int = 100_000
+    events: int = 200_000
     chunk: int = 1000
     label_delay: int = 5_000  # a label arrives this many events after its prediction
     label_every: int = 10  # one event in ``label_every`` never gets a label (index % label_every == 3)
     early_every: int = 100  # one label in ``early_every`` arrives one chunk before its event
+    drift_at: int | None = None  # event index of the covariate shift and concept change; None: half-way
+    drift: bool = True
+
+    @property
+    def onset(self) -> int | None:
+        """Where drift starts: half-way by default, on a window boundary."""
+        if not self.drift:
+            return None
+        at = self.events // 2 if self.drift_at is None else self.drift_at
+        per_window = WINDOW_MS // EVENT_SPACING_MS
+        return at // per_window * per_window
+
+    def scenario(self) -> CreditScenario:
+        return CreditScenario(covariate_shift_at=self.onset, concept_change_at=self.onset)
 
 
 def event_id(i: int) -> str:
@@ -66,27 +101,56 @@ def feature_events(batch: Batch) -> list[dict[str, Any]]:
 
 def train_first_model(app: Embedded, scenario: CreditScenario, rows: int = 20_000) -> int:
     """Train v1 on data drawn like the stream's start and make it champion; keep an existing champion."""
-    import pandas as pd
-
     existing = app.registry.aliases(MODEL).get("champion")
     if existing is not None:
         return existing
-
     data = scenario.generate(TRAINING_OFFSET, rows)
     frame = pd.DataFrame({**data.numeric, **data.categorical})
-    pipeline = build_pipeline(DEFAULT_RECIPE, CONTRACT).fit(frame, data.labels)
-    lineage = {
-        "source": "driftline.scenario.CreditScenario",
-        "rows": rows,
-        "data_sha256": hashlib.sha256(pd.util.hash_pandas_object(frame).values.tobytes()).hexdigest(),
-        "event_indices": [TRAINING_OFFSET, TRAINING_OFFSET + rows],
-    }
+    trained = train(DEFAULT_RECIPE, CONTRACT, frame, data.labels)
+    lineage = {"source": "driftline.scenario.CreditScenario", "rows": rows, "data_sha256": trained.data_sha256,
+               "event_indices": [TRAINING_OFFSET, TRAINING_OFFSET + rows], "code_version": f"driftline {__version__}"}
     version = app.registry.register(
-        MODEL, pipeline, CONTRACT, actor="demo", reason="initial model", recipe=DEFAULT_RECIPE,
-        params=DEFAULT_RECIPE["params"], lineage=lineage,
+        MODEL, trained.estimator, CONTRACT, actor="demo", reason="initial model", recipe=DEFAULT_RECIPE,
+        params=DEFAULT_RECIPE["params"], metrics=classification_metrics(trained.estimator, frame, data.labels),
+        lineage=lineage, profile=trained.profile,
     )
     app.registry.set_alias(MODEL, "champion", version.version, actor="demo", reason="first champion")
     return version.version
+
+
+class Monitor:
+    """Reads the pipeline's own topics, as any consumer could, for live progress and the timeline."""
+
+    def __init__(self, app: Embedded):
+        self.codec = app.codec
+        self.consumer = app.bus.consumer("demo-monitor", [LABELED, DRIFT, RETRAIN, MODELS])
+        self.errors: deque[float] = deque(maxlen=2000)
+        self.worst_psi = 0.0
+        self._latest_window: int | None = None
+        self.requests: list[dict[str, Any]] = []
+        self.streamed = 0  # events ingested so far, set by the demo loop
+        self.promotions: list[dict[str, Any]] = []
+
+    def poll(self) -> None:
+        while batch := self.consumer.poll_batch(5000, 0.0):
+            for m in batch:
+                record = self.codec.decode(m.topic, m.value)
+                if m.topic == LABELED and record["role"] == "champion":
+                    self.errors.append(record["error"])
+                elif m.topic == DRIFT and record["statistic"] == "psi":
+                    # The worst feature of the newest window.
+                    newer = record["window_start"] != self._latest_window
+                    self.worst_psi = record["value"] if newer else max(self.worst_psi, record["value"])
+                    self._latest_window = record["window_start"]
+                elif m.topic == RETRAIN:
+                    self.requests.append({**record, "seen_at": time.perf_counter(), "streamed": self.streamed})
+                elif m.topic == MODELS and record["action"] == "alias_moved" and record["alias"] == "champion":
+                    self.promotions.append({**record, "seen_at": time.perf_counter()})
+            self.consumer.commit(next_offsets(batch))
+
+    @property
+    def rolling_accuracy(self) -> float | None:
+        return 1 - sum(self.errors) / len(self.errors) if self.errors else None
 
 
 class Progress:
@@ -95,41 +159,50 @@ class Progress:
     def __init__(self, total: int, stream=sys.stderr):
         self.total, self.stream, self.started = total, stream, time.perf_counter()
 
-    def update(self, done: int, extra: str = "") -> None:
-        width = 30
+    def update(self, done: int, monitor: Monitor, champion: int | None) -> None:
+        width = 24
         filled = int(width * done / max(self.total, 1))
         rate = done / max(time.perf_counter() - self.started, 1e-9)
-        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done:>9,}/{self.total:,} events  {rate:>8,.0f} ev/s {extra}")
+        accuracy = monitor.rolling_accuracy
+        self.stream.write(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {done:>7,}/{self.total:,} events {rate:>6,.0f} ev/s  "
+            f"accuracy {'  -  ' if accuracy is None else f'{accuracy:.3f}'}  worst PSI {monitor.worst_psi:5.2f}  "
+            f"champion v{champion}  ")
         self.stream.flush()
 
     def close(self) -> None:
         self.stream.write("\n")
 
 
-def run_demo(settings: Settings, plan: DemoPlan, progress: bool = True) -> dict[str, Any]:
-    scenario = CreditScenario()
+def run_demo(settings: Settings, plan: DemoPlan, progress: bool = True, report_path: Path | None = None) -> dict[str, Any]:
+    scenario = plan.scenario()
+    settings = settings.model_copy(update=DEMO_SETTINGS)
     app = Embedded(settings)
     try:
-        train_first_model(app, scenario)
+        first_version = train_first_model(app, CreditScenario(seed=scenario.seed))  # trained before any drift
+        monitor = Monitor(app)
         bar = Progress(plan.events) if progress else None
         labels_sent = 0
+        drift_seen_at = None
         started = time.perf_counter()
         for start in range(0, plan.events, plan.chunk):
             n = min(plan.chunk, plan.events - start)
-            batch = scenario.generate(start, n)
-            events = feature_events(batch)
+            if drift_seen_at is None and plan.onset is not None and start + n > plan.onset:
+                drift_seen_at = time.perf_counter()
             # Early labels: sent before their events exist.
             upcoming = scenario.generate(start + plan.chunk, min(plan.chunk, max(plan.events - start - plan.chunk, 0)))
             labels = _labels(upcoming, plan, early=True)
-            app.ingest.submit(FEATURES, events)
+            app.ingest.submit(FEATURES, feature_events(scenario.generate(start, n)))
             late_from = start - plan.label_delay
             if late_from >= 0:
                 labels += _labels(scenario.generate(late_from, n), plan, early=False)
             app.ingest.submit(LABELS, labels)
             labels_sent += len(labels)
             app.pump()
+            monitor.streamed = start + n
+            monitor.poll()
             if bar:
-                bar.update(start + n)
+                bar.update(start + n, monitor, app.registry.aliases(MODEL).get("champion"))
         # The stream ends; the labels still owed arrive.
         for start in range(max(plan.events - plan.label_delay, 0), plan.events, plan.chunk):
             labels = _labels(scenario.generate(start, min(plan.chunk, plan.events - start)), plan, early=False)
@@ -137,20 +210,62 @@ def run_demo(settings: Settings, plan: DemoPlan, progress: bool = True) -> dict[
             labels_sent += len(labels)
             app.pump()
         elapsed = time.perf_counter() - started
+        for runner in app.runners:
+            runner.persist_state()
+        monitor.poll()
         if bar:
             bar.close()
-        return {
+        summary = {
             "events": plan.events,
             "predictions": int(app.store.scalar(COUNT_PREDICTIONS)),
             "labels_sent": labels_sent,
             "labels_joined": int(app.store.scalar(COUNT_JOINED)),
             "events_per_s": round(plan.events / elapsed, 1),
             "elapsed_s": round(elapsed, 2),
-            "champion_version": app.registry.aliases(MODEL).get("champion"),
+            "drift_onset_event": plan.onset,
+            **_story(app, plan, first_version, monitor, drift_seen_at),
             "home": str(settings.home),
         }
+        if report_path is not None:
+            from driftline.report import write_report
+
+            summary["report"] = str(write_report(app.store, app.registry, report_path, MODEL))
+        return summary
     finally:
         app.close()
+
+
+def _event_time(index: int) -> datetime:
+    return to_datetime(EPOCH_MS + index * EVENT_SPACING_MS)
+
+
+def _accuracy(app: Embedded, where: str, parameters: dict[str, Any]) -> float | None:
+    value = app.store.scalar(
+        f"SELECT if(count() = 0, nan, 1 - avg(error)) FROM labels FINAL WHERE status = 'joined' AND {where}", parameters)
+    return None if value != value else round(float(value), 4)
+
+
+def _story(app: Embedded, plan: DemoPlan, first_version: int, monitor: Monitor, drift_seen_at: float | None) -> dict:
+    champion = app.registry.aliases(MODEL).get("champion")
+    promoted = [p for p in monitor.promotions if p["version"] != first_version]
+    story: dict[str, Any] = {"champion_version": champion}
+    if plan.onset is None:
+        story["accuracy_pre_drift"] = _accuracy(app, "model_version = {v:UInt32}", {"v": first_version})
+        return story
+    onset = _event_time(plan.onset)
+    story["accuracy_pre_drift"] = _accuracy(app, "model_version = {v:UInt32} AND event_time < {t:DateTime64(3)}",
+                                            {"v": first_version, "t": onset})
+    story["accuracy_during_drift"] = _accuracy(app, "model_version = {v:UInt32} AND event_time >= {t:DateTime64(3)}",
+                                               {"v": first_version, "t": onset})
+    story["accuracy_after_retrain"] = (
+        _accuracy(app, "model_version = {v:UInt32}", {"v": promoted[0]["version"]}) if promoted else None)
+    request = monitor.requests[0] if monitor.requests else None
+    # Events the stream had carried past the onset when the first retrain request appeared.
+    story["detection_delay_events"] = None if request is None else request["streamed"] - plan.onset
+    story["drift_onset_to_promotion_s"] = (
+        round(promoted[0]["seen_at"] - drift_seen_at, 2) if promoted and drift_seen_at is not None else None)
+    story["retrain_requests"] = len(monitor.requests)
+    return story
 
 
 def _labels(batch: Batch, plan: DemoPlan, early: bool) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -81,7 +82,7 @@ class Runner:
 
     def __init__(self, service: Service, bus: Bus, codec: Codec, store: Store, *, batch_size: int = 1000,
                  poll_timeout_s: float = 0.2, clock: Callable[[], int] | None = None,
-                 state: Any | None = None):
+                 state: Any | None = None, state_every_s: float = 5.0):
         self.service = service
         self.bus = bus
         self.codec = codec
@@ -90,6 +91,8 @@ class Runner:
         self.poll_timeout_s = poll_timeout_s
         self.clock = clock or now_ms
         self.state = state  # a StateStore, for stateful services
+        self.state_every_s = state_every_s
+        self._state_saved_at = float("-inf")
         self.producer = bus.producer()
         self.consumer = bus.consumer(f"driftline-{service.name}", service.topics)
         self.processed = 0
@@ -131,10 +134,16 @@ class Runner:
         offsets = next_offsets(messages)
         if offsets:
             self.consumer.commit(offsets)
-        # 4. State last, stamped with the offsets it reflects.
-        if self.state is not None and offsets:
-            self.state.save(self.service.name, self.service.snapshot(), self.consumer.positions())
+        # 4. State last, stamped with the offsets it reflects. Not after every batch: a
+        #    restart seeks back to these offsets and replays the rest into the state.
+        if offsets and time.monotonic() - self._state_saved_at >= self.state_every_s:
+            self.persist_state()
         return offsets
+
+    def persist_state(self) -> None:
+        if self.state is not None:
+            self.state.save(self.service.name, self.service.snapshot(), self.consumer.positions())
+            self._state_saved_at = time.monotonic()
 
     def _decode(self, messages: list[Message]) -> tuple[list[Incoming], list[dict[str, Any]]]:
         incoming, dead = [], []
@@ -153,4 +162,6 @@ class Runner:
             self.step()
 
     def close(self) -> None:
+        if self.processed:
+            self.persist_state()
         self.consumer.close()

@@ -16,8 +16,12 @@ from driftline.config import Settings
 from driftline.runner import Runner
 from driftline.store import Store
 from driftline.timeutil import now_ms
+from driftline.services.drift_detector.logic import DriftDetector
+from driftline.services.drift_detector.service import DriftDetectorService, profile_from_registry
 from driftline.services.label_joiner.service import LabelJoinerService
 from driftline.services.predictor.service import PredictorService
+from driftline.services.retrainer.logic import Retrainer
+from driftline.services.retrainer.service import RetrainerService
 
 
 @dataclass
@@ -37,10 +41,32 @@ def label_joiner(ctx: Context) -> LabelJoinerService:
     return LabelJoinerService.over_store(ctx.store, ctx.settings.label_ttl_ms, now_ms())
 
 
+def drift_detector(ctx: Context) -> DriftDetectorService:
+    from driftline.drift import AlertPolicy, WindowSpec
+
+    s = ctx.settings
+    spec = WindowSpec(kind=s.drift_window_kind, by=s.drift_window_by, size=s.drift_window_size,
+                      step=s.drift_window_step, allowed_lateness=s.drift_allowed_lateness_ms)
+    policy = AlertPolicy(psi_threshold=s.drift_psi_threshold, consecutive_windows=s.drift_consecutive_windows,
+                         reset_below=s.drift_reset_below, cooldown_ms=s.drift_cooldown_ms,
+                         min_events=s.drift_min_events)
+    detector = DriftDetector(profile_from_registry(ctx.registry), spec, policy,
+                             concept_method=s.concept_detectors, concept_params=s.concept_params)
+    return DriftDetectorService(detector)
+
+
+def retrainer(ctx: Context) -> RetrainerService:
+    s = ctx.settings
+    logic = Retrainer(margin=s.retrain_margin, holdout_fraction=s.retrain_holdout_fraction, min_rows=s.retrain_min_rows)
+    return RetrainerService(logic, ctx.store, ctx.registry, max_rows=s.retrain_max_rows, wait_ms=s.retrain_wait_ms)
+
+
 #: Services a Runner drives (the HTTP ones, ingest and registry, are served by uvicorn).
 RUNNER_SERVICES: dict[str, Callable[[Context], Any]] = {
     "predictor": predictor,
     "label-joiner": label_joiner,
+    "drift-detector": drift_detector,
+    "retrainer": retrainer,
 }
 
 

@@ -80,4 +80,28 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        3,
+        "drift_metrics",
+        [
+            # One row per (window, feature, statistic); coverage rows are rewritten as late
+            # labels arrive, and the newest computed_at wins.
+            """
+            CREATE TABLE IF NOT EXISTS drift_metrics (
+                model LowCardinality(String),
+                model_version UInt32,
+                kind LowCardinality(String),
+                feature LowCardinality(String),
+                statistic LowCardinality(String),
+                value Float64,
+                band LowCardinality(String),
+                window_start Int64,
+                window_end Int64,
+                n UInt64,
+                computed_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(computed_at)
+            ORDER BY (model, model_version, kind, feature, statistic, window_start, window_end)
+            """,
+        ],
+    ),
 ]

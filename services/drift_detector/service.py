@@ -1,0 +1,54 @@
+"""The drift-detector as a runnable service: predictions and joined labels in; drift
+metrics, drift signals and retrain requests out. Its state is checkpointed (step 4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from driftline.drift import ReferenceProfile
+from driftline.runner import Incoming, Output
+from driftline.timeutil import to_datetime
+from driftline.topics import DRIFT, LABELED, PREDICTIONS, RETRAIN
+from driftline.services.drift_detector.logic import DriftDetector, DriftOutput
+
+
+def profile_from_registry(registry: Any):
+    """``(model, version) -> ReferenceProfile`` read from the version's registry entry."""
+
+    def profile_of(model: str, version: int) -> ReferenceProfile | None:
+        profile = registry.get(model, version).profile
+        return ReferenceProfile.from_dict(profile) if profile else None
+
+    return profile_of
+
+
+class DriftDetectorService:
+    name = "drift-detector"
+    topics = [PREDICTIONS, LABELED]
+
+    def __init__(self, detector: DriftDetector):
+        self.detector = detector
+
+    def handle(self, batch: list[Incoming], now_ms: int) -> Output:
+        out = Output()
+        predictions = [item.record for item in batch if item.topic == PREDICTIONS]
+        labeled = [item.record for item in batch if item.topic == LABELED]
+        for result in (self.detector.observe_predictions(predictions, now_ms),
+                       self.detector.observe_labeled(labeled, now_ms)):
+            self._emit(result, out)
+        return out
+
+    @staticmethod
+    def _emit(result: DriftOutput, out: Output) -> None:
+        out.add_rows("drift_metrics", [{**row, "computed_at": to_datetime(row["computed_at"])}
+                                       for row in result.metric_rows])
+        for signal in result.signals:
+            out.publish(DRIFT, signal["model"], signal)
+        for decision in result.requests:
+            out.publish(RETRAIN, decision.model, decision.to_dict())
+
+    def snapshot(self) -> bytes:
+        return self.detector.snapshot()
+
+    def restore(self, snapshot: bytes) -> None:
+        self.detector.restore(snapshot)
