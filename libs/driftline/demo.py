@@ -65,6 +65,8 @@ class DemoPlan:
     early_every: int = 100  # one label in ``early_every`` arrives one chunk before its event
     drift_at: int | None = None  # event index of the covariate shift and concept change; None: half-way
     drift: bool = True
+    covariate_shift: bool = True
+    concept_change: bool = True
 
     @property
     def onset(self) -> int | None:
@@ -76,7 +78,8 @@ class DemoPlan:
         return at // per_window * per_window
 
     def scenario(self) -> CreditScenario:
-        return CreditScenario(covariate_shift_at=self.onset, concept_change_at=self.onset)
+        return CreditScenario(covariate_shift_at=self.onset if self.covariate_shift else None,
+                              concept_change_at=self.onset if self.concept_change else None)
 
 
 def event_id(i: int) -> str:

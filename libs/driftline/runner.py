@@ -92,7 +92,7 @@ class Runner:
         self.clock = clock or now_ms
         self.state = state  # a StateStore, for stateful services
         self.state_every_s = state_every_s
-        self._state_saved_at = float("-inf")
+        self._state_saved_at = time.monotonic()
         self.producer = bus.producer()
         self.consumer = bus.consumer(f"driftline-{service.name}", service.topics)
         self.processed = 0
