@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -95,6 +96,12 @@ class Runner:
         self._state_saved_at = time.monotonic()
         self.producer = bus.producer()
         self.consumer = bus.consumer(f"driftline-{service.name}", service.topics)
+        # Control topics (model events) are read by a consumer of their own, before every batch,
+        # so a model swap applies from the next batch however busy the data topics are. Its group
+        # is per instance: every replica must see every control record.
+        control_topics = getattr(service, "control_topics", [])
+        self.control = bus.consumer(f"driftline-{service.name}-control-{uuid.uuid4().hex[:8]}",
+                                    control_topics) if control_topics else None
         self.processed = 0
         if state is not None:
             self._resume()
@@ -108,21 +115,18 @@ class Runner:
 
     def step(self, timeout_s: float | None = None) -> int:
         """Process one batch; return how many messages it held."""
+        control = self.control.poll_batch(self.batch_size, 0.0) if self.control else []
         messages = self.consumer.poll_batch(self.batch_size, self.poll_timeout_s if timeout_s is None else timeout_s)
-        if not messages:
-            output = self.service.handle([], self.clock())
-            if output.records or output.rows:
-                self.checkpoint([], output)
-            return 0
-        incoming, dead = self._decode(messages)
+        incoming, dead = self._decode(control + messages)
         output = self.service.handle(incoming, self.clock())
         for record in dead:
             output.dead(record)
-        self.checkpoint(messages, output)
+        if messages or control or output.records or output.rows:
+            self.checkpoint(messages, output, control)
         self.processed += len(messages)
         return len(messages)
 
-    def checkpoint(self, messages: list[Message], output: Output) -> Offsets:
+    def checkpoint(self, messages: list[Message], output: Output, control: list[Message] = ()) -> Offsets:
         # 1. Store rows first: if we die after this, the replay rewrites the same keys.
         for table, rows in output.rows.items():
             self.store.insert(table, rows)
@@ -134,6 +138,8 @@ class Runner:
         offsets = next_offsets(messages)
         if offsets:
             self.consumer.commit(offsets)
+        if control:
+            self.control.commit(next_offsets(list(control)))
         # 4. State last, stamped with the offsets it reflects. Not after every batch: a
         #    restart seeks back to these offsets and replays the rest into the state.
         if offsets and time.monotonic() - self._state_saved_at >= self.state_every_s:
@@ -165,3 +171,5 @@ class Runner:
         if self.processed:
             self.persist_state()
         self.consumer.close()
+        if self.control:
+            self.control.close()

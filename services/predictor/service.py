@@ -11,7 +11,8 @@ from driftline.services.predictor.logic import Predictor
 
 class PredictorService:
     name = "predictor"
-    topics = [FEATURES, MODELS]
+    topics = [FEATURES]
+    control_topics = [MODELS]
 
     def __init__(self, predictor: Predictor):
         self.predictor = predictor
@@ -25,7 +26,7 @@ class PredictorService:
 
     def handle(self, batch: list[Incoming], now_ms: int) -> Output:
         out = Output()
-        # Model events first: the whole batch is scored by the versions they point at.
+        # Model events come first in a batch: the whole batch is scored by the versions they point at.
         for item in batch:
             if item.topic == MODELS:
                 self.predictor.on_model_event(item.record)
