@@ -1,13 +1,17 @@
 """Embedded pipeline events/s vs the same events only encoded → in-process bus → decoded.
 
 The ratio says what share of the raw transport speed the full pipeline keeps
-(ingest validation, scoring, logging to chDB, joining labels).
+(ingest validation, scoring, logging to chDB, joining labels, drift detection,
+retraining). The run also splits the pipeline's time by service, which gives
+the drift-detector's cost per event as a share of the whole pipeline's.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import time
+from collections import defaultdict
 
 from bench.common import report, timed
 from driftline.bus import next_offsets
@@ -15,6 +19,7 @@ from driftline.bus.memory import MemoryBus
 from driftline.codec import Codec, registry_client
 from driftline.config import Settings
 from driftline.demo import DemoPlan, feature_events, run_demo
+from driftline.runner import Runner
 from driftline.scenario import CreditScenario
 from driftline.topics import FEATURES
 
@@ -39,11 +44,39 @@ def transport_only(events: list[dict]) -> float:
     return len(events) / timed(run)
 
 
+def pipeline_with_service_times() -> tuple[dict, dict[str, float]]:
+    """Run the demo (with drift half-way) and time every runner step by service."""
+    spent: dict[str, float] = defaultdict(float)
+    step = Runner.step
+
+    def timed_step(self, timeout_s=None):
+        started = time.perf_counter()
+        try:
+            return step(self, timeout_s)
+        finally:
+            spent[self.service.name] += time.perf_counter() - started
+
+    Runner.step = timed_step
+    try:
+        with tempfile.TemporaryDirectory() as home:
+            os.environ["DRIFTLINE_HOME"] = home
+            summary = run_demo(Settings(), DemoPlan(events=EVENTS), progress=False)
+    finally:
+        Runner.step = step
+    return summary, dict(spent)
+
+
 def run() -> dict:
     events = feature_events(CreditScenario().generate(0, EVENTS))
     baseline = transport_only(events)
-    with tempfile.TemporaryDirectory() as home:
-        os.environ["DRIFTLINE_HOME"] = home
-        pipeline = run_demo(Settings(), DemoPlan(events=EVENTS), progress=False)["events_per_s"]
-    return report("embedded_pipeline", events=EVENTS, pipeline_events_per_s=round(pipeline),
-                  transport_events_per_s=round(baseline), ratio=round(pipeline / baseline, 3))
+    summary, spent = pipeline_with_service_times()
+    pipeline = summary["events_per_s"]
+    total_s = summary["elapsed_s"]
+    return report(
+        "embedded_pipeline", events=EVENTS, pipeline_events_per_s=round(pipeline),
+        transport_events_per_s=round(baseline), ratio=round(pipeline / baseline, 3),
+        drift_detector_us_per_event=round(spent.get("drift-detector", 0.0) / EVENTS * 1e6, 1),
+        pipeline_us_per_event=round(total_s / EVENTS * 1e6, 1),
+        drift_detector_share=round(spent.get("drift-detector", 0.0) / total_s, 3),
+        service_share={name: round(s / total_s, 3) for name, s in sorted(spent.items())},
+    )
