@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 BENCH_VENV  := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-.PHONY: demo test bench venv kafka-up kafka-down kafka-status clean
+.PHONY: demo test bench venv system-deps kafka-up kafka-down kafka-status clean
 
 venv: $(STAMP)
 
@@ -20,8 +20,15 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/driftline demo $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The report test renders the HTML report in headless Chromium (Debian's package). Java 17 and
+# Maven, for the Kafka and Apicurio tests, come with the machine; their absence fails those tests.
+system-deps:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing: sudo apt-get install chromium (the report test needs it)"; fi; }
 
 # Benchmarks run in their own environment: Evidently, the PSI baseline, needs pandas < 3.
 $(BENCH_STAMP): pyproject.toml constraints.txt bench/requirements.txt

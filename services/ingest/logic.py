@@ -87,53 +87,55 @@ class Ingest:
         self.contract_of = contract_of
 
     def events(self, records: list[Any]) -> IngestResult:
-        result = IngestResult()
-        for index, record in enumerate(records):
-            try:
-                event = FeatureEventIn.model_validate(record)
-            except ValidationError as exc:
-                result.rejected.append(Rejection(index, _event_id(record), _pydantic_errors(exc), _raw(record)))
-                continue
-            contract = self.contract_of(event.model)
-            problems = (
-                [("model", f"unknown model {event.model!r}: no champion registered")]
-                if contract is None
-                else contract.problems(event.numeric_features, event.categorical_features)
-            )
-            if problems:
-                errors = [{"field": f, "message": m} for f, m in problems]
-                result.rejected.append(Rejection(index, event.event_id, errors, _raw(record)))
-                continue
-            result.accepted.append(
-                {
-                    "model": event.model,
-                    "event_id": event.event_id,
-                    "entity_id": event.entity_id,
-                    "event_time": to_ms(event.event_time),
-                    "numeric_features": event.numeric_features,
-                    "categorical_features": event.categorical_features,
-                }
-            )
-        return result
+        return _validate(records, FeatureEventIn, self._event)
 
     def labels(self, records: list[Any]) -> IngestResult:
-        result = IngestResult()
-        for index, record in enumerate(records):
-            try:
-                label = LabelIn.model_validate(record)
-            except ValidationError as exc:
-                result.rejected.append(Rejection(index, _event_id(record), _pydantic_errors(exc), _raw(record)))
-                continue
-            result.accepted.append(
-                {
-                    "model": label.model,
-                    "event_id": label.event_id,
-                    "label": str(int(label.label)) if isinstance(label.label, bool) else str(label.label),
-                    "value": label.value,
-                    "label_time": to_ms(label.label_time) if label.label_time is not None else now_ms(),
-                }
-            )
-        return result
+        return _validate(records, LabelIn, _label)
+
+    def _event(self, event: FeatureEventIn) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        contract = self.contract_of(event.model)
+        if contract is None:
+            problems = [("model", f"unknown model {event.model!r}: no champion registered")]
+        else:
+            problems = contract.problems(event.numeric_features, event.categorical_features)
+        record = {
+            "model": event.model,
+            "event_id": event.event_id,
+            "entity_id": event.entity_id,
+            "event_time": to_ms(event.event_time),
+            "numeric_features": event.numeric_features,
+            "categorical_features": event.categorical_features,
+        }
+        return record, problems
+
+
+def _label(label: LabelIn) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    record = {
+        "model": label.model,
+        "event_id": label.event_id,
+        "label": str(int(label.label)) if isinstance(label.label, bool) else str(label.label),
+        "value": label.value,
+        "label_time": to_ms(label.label_time) if label.label_time is not None else now_ms(),
+    }
+    return record, []
+
+
+def _validate(records: list[Any], shape: type[BaseModel], convert) -> IngestResult:
+    """Each record through its pydantic ``shape``, then ``convert`` (record, problems)."""
+    result = IngestResult()
+    for index, raw in enumerate(records):
+        try:
+            parsed = shape.model_validate(raw)
+        except ValidationError as exc:
+            result.rejected.append(Rejection(index, _event_id(raw), _pydantic_errors(exc), _raw(raw)))
+            continue
+        record, problems = convert(parsed)
+        if problems:
+            errors = [{"field": f, "message": m} for f, m in problems]
+            result.rejected.append(Rejection(index, record["event_id"], errors, _raw(raw)))
+        else:
+            result.accepted.append(record)
+    return result
 
 
 def _event_id(record: Any) -> str | None:

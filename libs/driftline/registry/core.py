@@ -93,23 +93,9 @@ class Registry:
 
     # -- writes ---------------------------------------------------------------------------
 
-    def register(
-        self,
-        model: str,
-        estimator: Any,
-        contract: FeatureContract,
-        *,
-        actor: str,
-        reason: str = "",
-        recipe: dict | None = None,
-        params: dict | None = None,
-        metrics: dict | None = None,
-        lineage: dict | None = None,
-        profile: dict | None = None,
-    ) -> ModelVersion:
+    def register(self, model: str, estimator: Any, contract: FeatureContract, **fields: Any) -> ModelVersion:
         """Serialize ``estimator`` with skops and register it (see :meth:`register_artifact`)."""
-        return self.register_artifact(model, dumps(estimator), contract, actor=actor, reason=reason, recipe=recipe,
-                                      params=params, metrics=metrics, lineage=lineage, profile=profile)
+        return self.register_artifact(model, dumps(estimator), contract, **fields)
 
     def register_artifact(
         self,
