@@ -62,24 +62,14 @@ class Service(Protocol):
 
 
 class StatefulService(Service, Protocol):
+    """A service with state to checkpoint (step 4); the runner persists it when it has these."""
+
     def snapshot(self) -> bytes: ...
     def restore(self, snapshot: bytes) -> None: ...
 
 
 class Runner:
-    """Runs one service over a bus and a store.
-
-    Checkpoint, in this order (see :meth:`checkpoint`):
-
-    1. write store rows (idempotent: ReplacingMergeTree keyed on the record id);
-    2. produce the output records and flush the producer (acks=all, idempotent);
-    3. commit the consumer offsets of the batch;
-    4. persist the service's state together with the offsets it covers.
-
-    A crash anywhere replays from the last commit. Steps 1 and 2 are safe to
-    repeat; state persisted in step 4 carries its offsets, so a restart seeks
-    there and replays what the state had not seen.
-    """
+    """Runs one service over a bus and a store: poll a batch, handle it, :meth:`checkpoint`."""
 
     def __init__(self, service: Service, bus: Bus, codec: Codec, store: Store, *, batch_size: int = 1000,
                  poll_timeout_s: float = 0.2, clock: Callable[[], int] | None = None,
@@ -127,6 +117,17 @@ class Runner:
         return len(messages)
 
     def checkpoint(self, messages: list[Message], output: Output, control: list[Message] = ()) -> Offsets:
+        """Make a handled batch durable, in this order:
+
+        1. write store rows (idempotent: ReplacingMergeTree keyed on the record id);
+        2. produce the output records and flush the producer (acks=all, idempotent);
+        3. commit the consumer offsets of the batch;
+        4. persist the service's state together with the offsets it covers.
+
+        A crash anywhere replays from the last commit. Steps 1 and 2 are safe to
+        repeat; state persisted in step 4 carries its offsets, so a restart seeks
+        there and replays what the state had not seen.
+        """
         # 1. Store rows first: if we die after this, the replay rewrites the same keys.
         for table, rows in output.rows.items():
             self.store.insert(table, rows)
