@@ -35,3 +35,15 @@ def test_demo_counts_every_prediction_and_join_once_even_when_replayed(tmp_path)
     assert count(home, predictions) == EVENTS
     assert count(home, joined) == summary["labels_sent"]
     assert count(home, "SELECT count(DISTINCT event_id) FROM predictions") == EVENTS
+
+
+def test_the_demo_with_no_arguments_retrains_promotes_v2_and_recovers(tmp_path):
+    summary = json.loads(driftline(tmp_path / "home", "demo", "--json", "--report", str(tmp_path / "report.html")))
+    assert summary["events"] == 200_000
+    assert summary["champion_version"] == 2
+    assert summary["retrain_requests"] == 1
+    assert summary["accuracy_during_drift"] < 0.8 * summary["accuracy_pre_drift"]  # the drift hurt
+    assert summary["accuracy_after_retrain"] >= 0.95 * summary["accuracy_pre_drift"]  # and v2 healed it
+    assert 0 < summary["detection_delay_events"] < 20_000
+    assert summary["drift_onset_to_promotion_s"] > 0
+    assert (tmp_path / "report.html").stat().st_size > 10_000
