@@ -50,6 +50,24 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from driftline.registry import Registry
+    from driftline.report import write_report
+    from driftline.store import Store
+
+    settings = Settings()
+    store = Store(settings.resolved_store_dsn)
+    registry = Registry(settings.registry_home)
+    try:
+        store.migrate()
+        path = write_report(store, registry, Path(args.out), args.model)
+    finally:
+        registry.close()
+        store.close()
+    print(path)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from driftline.serve import serve
 
@@ -83,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("query")
     sql.add_argument("--format", choices=["table", "json"], default="table")
     sql.set_defaults(func=cmd_sql)
+
+    report = sub.add_parser("report", help="write the HTML report on a model (drift, accuracy, coverage, timeline)")
+    report.add_argument("--out", default="driftline-report.html", help="where to write the HTML report")
+    report.add_argument("--model", default="credit")
+    report.set_defaults(func=cmd_report)
 
     from driftline.serve import SERVICES
 
