@@ -128,12 +128,16 @@ class DriftDetector:
                 decision = self.policy.observe_window(key[0], key[1], stats)
                 if decision is not None:
                     out.requests.append(decision)
-                out.metric_rows.extend(self._coverage_rows(key, state, stats.time_ms or 0, now_ms))
+                out.metric_rows.extend(self._coverage_rows(key, state, now_ms))
+                state.coverage.evict(before_ms=(stats.time_ms or 0) - self.coverage_horizon_ms)
         return out
 
-    def _coverage_rows(self, key: Key, state: _VersionState, watermark_ms: int, now_ms: int) -> list[dict]:
+    def _coverage_rows(self, key: Key, state: _VersionState, now_ms: int, starts: set[int] | None = None) -> list[dict]:
+        """Coverage rows of the open coverage windows (or those starting at ``starts``)."""
         rows = []
         for window in state.coverage.windows():
+            if starts is not None and window.start not in starts:
+                continue
             values = {"coverage": window.coverage, "label_delay_mean_ms": window.delay_mean_ms,
                       "label_delay_p90_ms": window.delay_quantile_ms(0.9)}
             for statistic, value in values.items():
@@ -142,7 +146,6 @@ class DriftDetector:
                                  "statistic": statistic, "value": float(value), "band": "",
                                  "window_start": window.start, "window_end": window.end,
                                  "n": window.n_predictions, "computed_at": now_ms})
-        state.coverage.evict(before_ms=watermark_ms - self.coverage_horizon_ms)
         return rows
 
     # -- joined labels: concept drift ------------------------------------------------------
@@ -154,8 +157,11 @@ class DriftDetector:
             if state is None:
                 continue
             event_times = [to_ms(r["event_time"]) for r in group]
-            state.coverage.add_labels(np.array(event_times, dtype=np.int64),
-                                      np.array([to_ms(r["label_time"]) for r in group], dtype=np.int64))
+            times = np.array(event_times, dtype=np.int64)
+            state.coverage.add_labels(times, np.array([to_ms(r["label_time"]) for r in group], dtype=np.int64))
+            # Late labels raise the coverage of old windows: rewrite the rows of those they touched.
+            touched = set((np.unique(times // state.coverage.size_ms) * state.coverage.size_ms).tolist())
+            out.metric_rows.extend(self._coverage_rows(key, state, now_ms, touched))
             first = state.detector.n_seen
             for index in state.detector.update(np.array([r["error"] for r in group], dtype=np.float64)):
                 at = event_times[index - first]
