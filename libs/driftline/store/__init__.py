@@ -54,9 +54,9 @@ class Store:
         if not rows:
             return
         columns = list(rows[0])
-        data = [[row[c] for c in columns] for row in rows]
+        data = [[row[c] for row in rows] for c in columns]
         with self._lock:
-            self._client.insert(table, data, column_names=columns)
+            self._client.insert(table, data, column_names=columns, column_oriented=True)
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> tuple[list[str], list[tuple]]:
         """Column names and rows."""
