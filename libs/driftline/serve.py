@@ -1,13 +1,17 @@
 """``driftline serve <service>``: one service as its own process over Kafka, a registry and a store.
 
-Configuration is the ``DRIFTLINE_*`` environment (:class:`driftline.config.Settings`).
+Configuration is the ``DRIFTLINE_*`` environment (:class:`driftline.config.Settings`);
+``DRIFTLINE_KAFKA_CONFIG`` may add librdkafka settings as a JSON object (security,
+timeouts), e.g. ``{"security.protocol": "SASL_SSL", "session.timeout.ms": 6000}``.
 SIGTERM or SIGINT lets a runner finish and checkpoint the batch in hand, then
 the process exits 0; the HTTP services (ingest, registry) drain through uvicorn.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -31,8 +35,22 @@ def _require(value: str | None, variable: str, service: str) -> str:
     return value
 
 
+def kafka_config(environ=os.environ) -> dict:
+    """Extra librdkafka settings from ``DRIFTLINE_KAFKA_CONFIG`` (a JSON object), or none."""
+    raw = environ.get("DRIFTLINE_KAFKA_CONFIG", "").strip()
+    if not raw:
+        return {}
+    try:
+        extra = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"DRIFTLINE_KAFKA_CONFIG is not JSON: {exc}") from None
+    if not isinstance(extra, dict):
+        raise SystemExit("DRIFTLINE_KAFKA_CONFIG must be a JSON object of librdkafka settings")
+    return extra
+
+
 def _context(settings: Settings, service: str, registry=None) -> Context:
-    bus = KafkaBus(_require(settings.kafka_bootstrap, "DRIFTLINE_KAFKA_BOOTSTRAP", service))
+    bus = KafkaBus(_require(settings.kafka_bootstrap, "DRIFTLINE_KAFKA_BOOTSTRAP", service), extra=kafka_config())
     bus.create_topics({topic: settings.partitions for topic in ALL_TOPICS})
     codec = Codec(registry_client(_require(settings.schema_registry_url, "DRIFTLINE_SCHEMA_REGISTRY_URL", service)))
     store = Store(settings.resolved_store_dsn)
@@ -46,7 +64,12 @@ def _context(settings: Settings, service: str, registry=None) -> Context:
 
 
 class CachedContracts:
-    """Champion feature contracts for ingest, refreshed every ``ttl_s`` (aliases move rarely)."""
+    """Champion feature contracts for ingest, refreshed every ``ttl_s`` (aliases move rarely).
+
+    While the registry cannot be reached, a contract already known keeps being used (and
+    the refresh is retried after another ``ttl_s``): ingest keeps accepting events through
+    a registry restart. A model never seen before cannot be validated, so that error shows.
+    """
 
     def __init__(self, registry, ttl_s: float = 5.0):
         self.registry, self.ttl_s = registry, ttl_s
@@ -55,8 +78,16 @@ class CachedContracts:
     def __call__(self, model: str):
         hit = self._cache.get(model)
         if hit is None or time.monotonic() - hit[0] > self.ttl_s:
-            champion = self.registry.resolve(model, "champion")
-            hit = (time.monotonic(), None if champion is None else champion.contract)
+            try:
+                champion = self.registry.resolve(model, "champion")
+            except Exception as exc:  # the registry is down or unreachable
+                if hit is None:
+                    raise
+                log.warning("ingest: registry unreachable (%s); keeping %s's contract for %.0fs",
+                            exc, model, self.ttl_s)
+                hit = (time.monotonic(), hit[1])
+            else:
+                hit = (time.monotonic(), None if champion is None else champion.contract)
             self._cache[model] = hit
         return hit[1]
 
@@ -67,16 +98,19 @@ def serve(service: str, host: str, port: int, settings: Settings | None = None) 
         raise SystemExit(f"unknown service {service!r}; choose from {', '.join(SERVICES)}")
     if service in HTTP_SERVICES:
         return _serve_http(service, host, port, settings)
-    ctx = _context(settings, service)
-    runner = make_runner(service, ctx)
+    # Handlers first: a SIGTERM that arrives while the service connects still means "stop cleanly".
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    log.warning("%s: consuming %s", service, ", ".join(runner.service.topics))
+        signal.signal(sig, lambda signum, _frame: stop.set())
+    ctx = _context(settings, service)
     try:
-        runner.run(stop)
+        runner = make_runner(service, ctx)
+        log.warning("%s: consuming %s", service, ", ".join(runner.service.topics))
+        try:
+            runner.run(stop)
+        finally:
+            runner.close()
     finally:
-        runner.close()
         ctx.store.close()
     log.warning("%s: stopped after %d messages", service, runner.processed)
     return 0
@@ -84,6 +118,21 @@ def serve(service: str, host: str, port: int, settings: Settings | None = None) 
 
 def _serve_http(service: str, host: str, port: int, settings: Settings) -> int:
     import uvicorn
+
+    # uvicorn drains on SIGTERM/SIGINT, then restores the handlers it found and raises the
+    # signal again, so a process with the default handler dies of it (exit -15) after a clean
+    # shutdown. Ours are installed first: a signal while connecting stops the server as soon
+    # as it is up, and the re-raised one lands here, so a drained server exits 0.
+    server: uvicorn.Server | None = None
+    stopping = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        stopping.set()
+        if server is not None:
+            server.should_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
 
     if service == "registry":
         from driftline.registry import Registry
@@ -107,5 +156,13 @@ def _serve_http(service: str, host: str, port: int, settings: Settings) -> int:
 
         ctx = _context(settings, service)
         app = create_app(IngestGateway(Ingest(CachedContracts(ctx.registry)), ctx.bus.producer(), ctx.codec, ctx.store))
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    server.should_exit = stopping.is_set()
+    try:
+        server.run()
+    finally:
+        ctx.store.close()
+        if service == "registry":
+            registry.close()
+    log.warning("%s: stopped", service)
     return 0

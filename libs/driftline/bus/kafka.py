@@ -7,6 +7,7 @@ runner commits after its checkpoint. Partitioning uses librdkafka's
 
 from __future__ import annotations
 
+import logging
 import time
 
 from confluent_kafka import Consumer as _Consumer
@@ -15,6 +16,16 @@ from confluent_kafka import Producer as _Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from driftline.bus.base import Bus, BusFull, Consumer, Message, Offsets, Producer
+
+log = logging.getLogger(__name__)
+
+#: A commit refused because the group moved on without this member (a rebalance, or a batch
+#: that took longer than max.poll.interval.ms). Not a failure of the data: whoever owns the
+#: partitions now reads them from the last commit, so the batch is replayed (at-least-once).
+_GROUP_MOVED_ON = {
+    KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError._ASSIGNMENT_LOST, KafkaError.STALE_MEMBER_EPOCH, KafkaError.FENCED_MEMBER_EPOCH,
+}
 
 
 class KafkaBus(Bus):
@@ -26,7 +37,9 @@ class KafkaBus(Bus):
     replication_factor
         For topics driftline creates; 1 on a single-broker laptop cluster.
     extra
-        More librdkafka settings for every client (security, timeouts).
+        More librdkafka settings for every client (security, timeouts). They win over
+        driftline's defaults, except the ones its delivery guarantees rest on
+        (idempotence, ``acks``, manual commits), which cannot be turned off here.
     """
 
     def __init__(self, bootstrap: str, replication_factor: int = 1, extra: dict | None = None):
@@ -53,15 +66,13 @@ class KafkaBus(Bus):
 
 
 class KafkaProducer(Producer):
+    #: Defaults a deployment may tune through ``extra``.
+    DEFAULTS = {"partitioner": "consistent", "linger.ms": 5, "compression.type": "lz4"}
+    #: What checkpoint step 2 relies on: no duplicates, no loss, per-partition order.
+    REQUIRED = {"enable.idempotence": True, "acks": "all"}
+
     def __init__(self, config: dict):
-        self._producer = _Producer({
-            **config,
-            "enable.idempotence": True,
-            "acks": "all",
-            "partitioner": "consistent",
-            "linger.ms": 5,
-            "compression.type": "lz4",
-        })
+        self._producer = _Producer({**self.DEFAULTS, **config, **self.REQUIRED})
         self._errors: list[str] = []
 
     def _delivered(self, err, msg) -> None:
@@ -91,15 +102,20 @@ class KafkaProducer(Producer):
 
 
 class KafkaConsumer(Consumer):
+    #: Defaults a deployment may tune through ``extra``. A consumer that dies without
+    #: leaving its group (SIGKILL, a lost node) holds its partitions until its session
+    #: times out: 10 s here rather than librdkafka's 45 s, so a restart resumes quickly.
+    DEFAULTS = {
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 2_000,
+    }
+    #: The runner commits after its checkpoint, never librdkafka on its own.
+    REQUIRED = {"enable.auto.commit": False, "enable.auto.offset.store": False}
+
     def __init__(self, config: dict, group: str, topics: list[str]):
-        self._consumer = _Consumer({
-            **config,
-            "group.id": group,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "partition.assignment.strategy": "cooperative-sticky",
-        })
+        self._consumer = _Consumer({**self.DEFAULTS, **config, "group.id": group, **self.REQUIRED})
         self._pending_seeks: Offsets = {}
         self._consumer.subscribe(topics, on_assign=self._on_assign)
 
@@ -112,30 +128,65 @@ class KafkaConsumer(Consumer):
         consumer.incremental_assign(partitions)
 
     def poll_batch(self, max_records: int, timeout_s: float) -> list[Message]:
+        # Wait (at most timeout_s) for the first record only, then take what has already been
+        # fetched: librdkafka's consume(n, t) alone would hold a quiet stream's records until n
+        # arrived or t passed, which is latency for nothing. Under load the fetch queue is full
+        # and batches are as large as ever.
+        messages = self._consumer.consume(1, timeout_s)
+        if messages and max_records > 1:
+            messages += self._consumer.consume(max_records - 1, 0)
         batch = []
-        for m in self._consumer.consume(max_records, timeout_s):
+        for m in messages:
             error = m.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
                     continue
-                raise KafkaException(error)
+                if error.fatal():
+                    raise KafkaException(error)
+                # Informational (a broker restarting, max.poll.interval.ms exceeded, ...):
+                # librdkafka recovers on its own, rejoining the group on this very poll.
+                log.warning("kafka consumer: %s", error)
+                continue
             _, ts = m.timestamp()
             batch.append(Message(m.topic(), m.partition(), m.offset(), m.key(), m.value() or b"", ts))
         return batch
 
-    def commit(self, offsets: Offsets) -> None:
-        self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
+    def commit(self, offsets: Offsets) -> bool:
+        """Commit synchronously; False when the group moved on and the records will be replayed.
+
+        Only partitions still assigned here are committed: one that a rebalance moved away
+        is its new owner's to commit.
+        """
+        assigned = self.assigned()
+        mine = [TopicPartition(t, p, o) for (t, p), o in offsets.items() if (t, p) in assigned]
+        if not mine:
+            return not offsets
+        try:
+            self._consumer.commit(offsets=mine, asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() not in _GROUP_MOVED_ON:
+                raise
+            log.warning("kafka consumer: commit refused (%s); those records will be delivered again", exc.args[0])
+            return False
+        return len(mine) == len(offsets)
+
+    def assigned(self) -> set[tuple[str, int]]:
+        """The (topic, partition)s this consumer holds right now."""
+        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
 
     def positions(self) -> Offsets:
         assigned = self._consumer.assignment()
         return {(tp.topic, tp.partition): tp.offset for tp in self._consumer.position(assigned) if tp.offset >= 0}
 
     def seek(self, offsets: Offsets) -> None:
-        self._pending_seeks.update(offsets)
-        assigned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+        """Seek the assigned partitions now, the others when they are assigned (once)."""
+        assigned = self.assigned()
         for (topic, partition), offset in offsets.items():
             if (topic, partition) in assigned:
+                self._pending_seeks.pop((topic, partition), None)
                 self._consumer.seek(TopicPartition(topic, partition, offset))
+            else:
+                self._pending_seeks[(topic, partition)] = offset
 
     def close(self) -> None:
         self._consumer.close()
