@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from driftline.drift import ReferenceProfile
+from driftline.registry import RegistryError
 from driftline.runner import Incoming, Output
 from driftline.timeutil import to_datetime
 from driftline.topics import DRIFT, LABELED, PREDICTIONS, RETRAIN
@@ -16,7 +17,10 @@ def profile_from_registry(registry: Any):
     """``(model, version) -> ReferenceProfile`` read from the version's registry entry."""
 
     def profile_of(model: str, version: int) -> ReferenceProfile | None:
-        profile = registry.get(model, version).profile
+        try:
+            profile = registry.get(model, version).profile
+        except RegistryError:  # predictions of a version this registry never had: not ours to judge
+            return None
         return ReferenceProfile.from_dict(profile) if profile else None
 
     return profile_of

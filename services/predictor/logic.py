@@ -7,6 +7,7 @@ event is scored by exactly one version per role.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,8 @@ import numpy as np
 from driftline.models import positive_scores, to_frame
 from driftline.registry import LoadedModel
 from driftline.timeutil import now_ms, to_ms
+
+log = logging.getLogger(__name__)
 
 #: Roles whose predictions are published. The champion's is the one served; a
 #: shadow's is logged beside it so it can be compared on the same events.
@@ -33,17 +36,30 @@ class Predictor:
     def __init__(self, load: Callable[[str, str], LoadedModel | None]):
         self.load = load
         self._models: dict[tuple[str, str], LoadedModel | None] = {}
+        self._stale: set[tuple[str, str]] = set()
 
     def model(self, name: str, role: str) -> LoadedModel | None:
         key = (name, role)
         if key not in self._models:
             self._models[key] = self.load(name, role)
+        elif key in self._stale:
+            try:
+                self._models[key] = self.load(name, role)
+            except Exception as exc:  # registry away or artifact refused: keep serving, retry next batch
+                log.warning("predictor: reloading %s@%s failed, keeping the loaded version: %s", name, role, exc)
+                return self._models[key]
+        self._stale.discard(key)
         return self._models[key]
 
     def on_model_event(self, event: dict[str, Any]) -> None:
-        """Forget a model whose alias moved; it is reloaded (and verified) on next use."""
-        if event.get("alias") in SERVED_ROLES:
-            self._models.pop((event["model"], event["alias"]), None)
+        """Mark a model whose alias moved to another version; it is reloaded (and verified) on next use."""
+        alias = event.get("alias")
+        if alias not in SERVED_ROLES:
+            return
+        key = (event["model"], alias)
+        loaded = self._models.get(key)
+        if loaded is None or loaded.meta.version != event["version"]:
+            self._stale.add(key)
 
     def versions(self) -> dict[tuple[str, str], int]:
         return {key: m.meta.version for key, m in self._models.items() if m is not None}

@@ -99,3 +99,31 @@ def test_a_challenger_worse_than_the_champion_is_not_promoted(settings):
         assert metrics["holdout_accuracy"] < metrics["champion_holdout_accuracy"]
     finally:
         app.close()
+
+
+def test_a_failed_reload_keeps_the_loaded_model_and_retries():
+    from driftline.services.predictor.logic import Predictor
+
+    class Meta:
+        def __init__(self, version):
+            self.version = version
+
+    class Loaded:
+        def __init__(self, version):
+            self.meta = Meta(version)
+
+    answers = [Loaded(1), ConnectionError("registry down"), Loaded(2)]
+
+    def load(model, role):
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    predictor = Predictor(load)
+    assert predictor.model("m", "champion").meta.version == 1
+    predictor.on_model_event({"model": "m", "alias": "champion", "version": 1})  # same version: nothing to do
+    assert predictor.model("m", "champion").meta.version == 1 and len(answers) == 2
+    predictor.on_model_event({"model": "m", "alias": "champion", "version": 2})
+    assert predictor.model("m", "champion").meta.version == 1  # reload failed: still serving v1
+    assert predictor.model("m", "champion").meta.version == 2  # retried on the next batch
