@@ -19,6 +19,8 @@ class Settings(BaseSettings):
 
     home: Path = Field(Path(".driftline"), description="All local state: store, registry, checkpoints.")
     kafka_bootstrap: str | None = Field(None, description="host:port list; unset means the in-process bus.")
+    kafka_config: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description='Extra librdkafka settings as JSON, e.g. {"security.protocol": "SASL_SSL"}.')
     schema_registry_url: str | None = Field(None, description="Confluent-compatible registry; unset means in-process.")
     store_dsn: str | None = Field(None, description="clickhouse-connect DSN; unset means chdb://HOME/store.")
     registry_url: str | None = Field(None, description="Registry service URL; unset means the local registry under HOME.")

@@ -9,9 +9,7 @@ the process exits 0; the HTTP services (ingest, registry) drain through uvicorn.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import signal
 import threading
 import time
@@ -35,22 +33,8 @@ def _require(value: str | None, variable: str, service: str) -> str:
     return value
 
 
-def kafka_config(environ=os.environ) -> dict:
-    """Extra librdkafka settings from ``DRIFTLINE_KAFKA_CONFIG`` (a JSON object), or none."""
-    raw = environ.get("DRIFTLINE_KAFKA_CONFIG", "").strip()
-    if not raw:
-        return {}
-    try:
-        extra = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise SystemExit(f"DRIFTLINE_KAFKA_CONFIG is not JSON: {exc}") from None
-    if not isinstance(extra, dict):
-        raise SystemExit("DRIFTLINE_KAFKA_CONFIG must be a JSON object of librdkafka settings")
-    return extra
-
-
 def _context(settings: Settings, service: str, registry=None) -> Context:
-    bus = KafkaBus(_require(settings.kafka_bootstrap, "DRIFTLINE_KAFKA_BOOTSTRAP", service), extra=kafka_config())
+    bus = KafkaBus(_require(settings.kafka_bootstrap, "DRIFTLINE_KAFKA_BOOTSTRAP", service), extra=settings.kafka_config)
     bus.create_topics({topic: settings.partitions for topic in ALL_TOPICS})
     codec = Codec(registry_client(_require(settings.schema_registry_url, "DRIFTLINE_SCHEMA_REGISTRY_URL", service)))
     store = Store(settings.resolved_store_dsn)
