@@ -75,7 +75,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_store_serve(args: argparse.Namespace) -> int:
-    from driftline.store.http_server import serve
+    from driftline.store.server import serve
 
     settings = Settings()
     path = args.path or str((settings.home / "store").resolve())

@@ -2,7 +2,7 @@
 
 Production points the same DSN at a ClickHouse server, so these tests use
 nothing but an ordinary ``clickhouse_connect.get_client(host=..., port=...)``
-against ``python -m driftline.store.http_server`` running as its own process
+against ``python -m driftline.store.server`` running as its own process
 (the only process allowed to open the chDB path), and check what services
 rely on: the connect handshake, typed round trips with and without
 compression, errors as DatabaseError, settings that do not leak between
@@ -75,7 +75,7 @@ def running_server(path: Path, log: Path) -> Iterator[int]:
     port = _free_port()
     with log.open("ab") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "driftline.store.http_server", "--path", str(path), "--port", str(port)],
+            [sys.executable, "-m", "driftline.store.server", "--path", str(path), "--port", str(port)],
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
@@ -317,7 +317,7 @@ def test_data_persists_across_server_restart_and_path_has_one_owner(tmp_path, ro
         client.command(TABLE_DDL.format(table="durable"))
         client.insert("durable", rows[:5000], column_names=COLUMNS)
         second = subprocess.run(
-            [sys.executable, "-m", "driftline.store.http_server", "--path", str(store), "--port", str(_free_port())],
+            [sys.executable, "-m", "driftline.store.server", "--path", str(store), "--port", str(_free_port())],
             capture_output=True,
             timeout=120,
         )
@@ -332,7 +332,7 @@ def test_data_persists_across_server_restart_and_path_has_one_owner(tmp_path, ro
 
 
 def test_insert_head_parsing_keeps_binary_data_intact():
-    from driftline.store.http_server import parse_statement
+    from driftline.store.server.statements import parse_statement
 
     native = b"\t\x01\x02binary \n\x00"  # starts with a whitespace byte, as a 9-column Native block does
     stmt = parse_statement("", b"INSERT INTO t (`a`, \"b\") FORMAT Native\n" + native, "TabSeparated")
@@ -346,7 +346,8 @@ def test_insert_head_parsing_keeps_binary_data_intact():
 
 
 def test_multi_statements_are_refused_like_clickhouse():
-    from driftline.store.http_server import ServerError, parse_statement
+    from driftline.store.server.errors import ServerError
+    from driftline.store.server.statements import parse_statement
 
     assert parse_statement("", b"SELECT ';' ; -- trailing", "TSV").kind == "query"
     with pytest.raises(ServerError) as err:
@@ -357,7 +358,7 @@ def test_multi_statements_are_refused_like_clickhouse():
 def test_lz4_body_made_of_several_frames():
     import lz4.frame
 
-    from driftline.store.http_server import decode_body
+    from driftline.store.server.compression import decode_body
 
     body = lz4.frame.compress(b"first block ") + lz4.frame.compress(b"second block")
     assert decode_body(body, "lz4") == b"first block second block"
