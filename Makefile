@@ -23,9 +23,11 @@ demo: $(STAMP)
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# The report test renders the HTML report in headless Chromium (Debian's package). Java 17 and
-# Maven, for the Kafka and Apicurio tests, come with the machine; their absence fails those tests.
+# The report test renders the HTML report in headless Chromium (Debian's package); the compose
+# test runs `docker compose config` (plugin built from the Go module proxy when missing). Java 17
+# and Maven, for the Kafka and Apicurio tests, come with the machine; their absence fails those tests.
 system-deps:
+	@bash infra/compose-cli.sh
 	@command -v chromium >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is missing: sudo apt-get install chromium (the report test needs it)"; fi; }
