@@ -26,12 +26,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import chdb  # noqa: F401  (a dependency: its absence must fail, not skip)
+import clickhouse_connect
 import pytest
-
-clickhouse_connect = pytest.importorskip("clickhouse_connect")
-pytest.importorskip("chdb")
-
-from clickhouse_connect.driver.exceptions import DatabaseError  # noqa: E402
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 ROWS = 100_000
 START_TIMEOUT = 60.0
