@@ -22,10 +22,13 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from driftline.demo import EXAMPLE_QUERY, DemoPlan, run_demo
+    from driftline.demo import EXAMPLE_QUERY, DemoPlan, reset_home, run_demo
 
+    settings = Settings()
+    if not args.keep:
+        reset_home(settings.home)
     plan = DemoPlan(events=args.events, drift=not args.no_drift)
-    summary = run_demo(Settings(), plan, progress=not args.json, report_path=None if args.no_report else Path(args.report))
+    summary = run_demo(settings, plan, progress=not args.json, report_path=None if args.no_report else Path(args.report))
     if args.json:
         print(json.dumps(summary))
         return 0
@@ -94,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-drift", action="store_true", help="no covariate shift or concept change")
     demo.add_argument("--report", default="driftline-report.html", help="where to write the HTML report")
     demo.add_argument("--no-report", action="store_true")
+    demo.add_argument("--keep", action="store_true",
+                      help="replay onto the existing DRIFTLINE_HOME instead of starting from an empty one")
     demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     demo.set_defaults(func=cmd_demo)
 

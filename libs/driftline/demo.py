@@ -9,6 +9,7 @@ event once.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections import deque
@@ -236,6 +237,20 @@ def run_demo(settings: Settings, plan: DemoPlan, progress: bool = True, report_p
         return summary
     finally:
         app.close()
+
+
+def reset_home(home: Path) -> None:
+    """Empty ``home`` so the demo's story starts from nothing, but only if it holds nothing
+    except driftline's own state (a store and a registry); anything else stays untouched."""
+    if not home.exists():
+        return
+    entries = {p.name for p in home.iterdir()}
+    foreign = sorted(entries - {"store", "registry"})
+    if foreign:
+        raise SystemExit(f"{home} holds {foreign}, not only driftline state: not resetting it. "
+                         "Use another DRIFTLINE_HOME, or --keep to replay onto it.")
+    for name in entries:
+        shutil.rmtree(home / name)
 
 
 def _event_time(index: int) -> datetime:

@@ -30,11 +30,26 @@ def test_demo_counts_every_prediction_and_join_once_even_when_replayed(tmp_path)
     assert count(home, predictions) == EVENTS
     assert count(home, joined) == summary["labels_sent"] > 0.8 * EVENTS
 
-    replay = json.loads(driftline(home, "demo", "--events", str(EVENTS), "--json"))  # the same input again
+    replay = json.loads(driftline(home, "demo", "--events", str(EVENTS), "--json", "--keep"))  # the same input again
     assert replay["labels_sent"] == summary["labels_sent"]
     assert count(home, predictions) == EVENTS
     assert count(home, joined) == summary["labels_sent"]
     assert count(home, "SELECT count(DISTINCT event_id) FROM predictions") == EVENTS
+
+    fresh = json.loads(driftline(home, "demo", "--events", "20000", "--json"))  # without --keep: a new story
+    assert fresh["champion_version"] == 2 and fresh["retrain_requests"] == 1
+    assert count(home, predictions) == 20_000
+
+
+def test_the_demo_leaves_a_home_with_foreign_files_alone(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("mine")
+    env = {**os.environ, "DRIFTLINE_HOME": str(home)}
+    done = subprocess.run([sys.executable, "-m", "driftline.cli", "demo", "--events", "1000"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "not resetting" in done.stderr
+    assert (home / "notes.txt").read_text() == "mine"
 
 
 def test_the_demo_with_no_arguments_retrains_promotes_v2_and_recovers(tmp_path):
