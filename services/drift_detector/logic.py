@@ -109,20 +109,24 @@ class DriftDetector:
             LabelCoverage(size_ms),
         )
 
+    def _champion_groups(self, records: list[dict[str, Any]]):
+        """(key, state, records) per monitored (model, version), champion records only."""
+        for key, group in _by_version(r for r in records if r["role"] == "champion").items():
+            state = self._state(key)
+            if state is not None:
+                yield key, state, group
+
     # -- predictions: data drift and coverage ---------------------------------------------
 
     def observe_predictions(self, predictions: list[dict[str, Any]], now_ms: int) -> DriftOutput:
         out = DriftOutput()
-        for key, group in _by_version(p for p in predictions if p["role"] == "champion").items():
-            state = self._state(key)
-            if state is None:
-                continue
+        for key, state, group in self._champion_groups(predictions):
             times = np.fromiter((to_ms(p["event_time"]) for p in group), np.int64, len(group))
             state.coverage.add_predictions(times)
             for window in state.counter.update(columns_of(group, state.counter.profile), times):
                 stats = window.stats(state.counter.profile)
                 for signal in stats.to_signals():
-                    out.metric_rows.append({"model": key[0], "model_version": key[1], **signal, "computed_at": now_ms})
+                    out.metric_rows.append(_row(key, signal, now_ms))
                     if signal["statistic"] == "psi":
                         out.signals.append(_signal(key, signal, now_ms))
                 decision = self.policy.observe_window(key[0], key[1], stats)
@@ -142,33 +146,28 @@ class DriftDetector:
                       "label_delay_p90_ms": window.delay_quantile_ms(0.9)}
             for statistic, value in values.items():
                 if value is not None and np.isfinite(value):
-                    rows.append({"model": key[0], "model_version": key[1], "kind": "coverage", "feature": "__labels__",
-                                 "statistic": statistic, "value": float(value), "band": "",
-                                 "window_start": window.start, "window_end": window.end,
-                                 "n": window.n_predictions, "computed_at": now_ms})
+                    rows.append(_row(key, {"kind": "coverage", "feature": "__labels__", "statistic": statistic,
+                                           "value": float(value), "band": "", "window_start": window.start,
+                                           "window_end": window.end, "n": window.n_predictions}, now_ms))
         return rows
 
     # -- joined labels: concept drift ------------------------------------------------------
 
     def observe_labeled(self, labeled: list[dict[str, Any]], now_ms: int) -> DriftOutput:
         out = DriftOutput()
-        for key, group in _by_version(r for r in labeled if r["role"] == "champion").items():
-            state = self._state(key)
-            if state is None:
-                continue
-            event_times = [to_ms(r["event_time"]) for r in group]
-            times = np.array(event_times, dtype=np.int64)
+        for key, state, group in self._champion_groups(labeled):
+            times = np.fromiter((to_ms(r["event_time"]) for r in group), np.int64, len(group))
             state.coverage.add_labels(times, np.array([to_ms(r["label_time"]) for r in group], dtype=np.int64))
             # Late labels raise the coverage of old windows: rewrite the rows of those they touched.
             touched = set((np.unique(times // state.coverage.size_ms) * state.coverage.size_ms).tolist())
             out.metric_rows.extend(self._coverage_rows(key, state, now_ms, touched))
             first = state.detector.n_seen
             for index in state.detector.update(np.array([r["error"] for r in group], dtype=np.float64)):
-                at = event_times[index - first]
+                at = int(times[index - first])
                 signal = {"kind": "concept", "feature": "__error__", "statistic": state.detector.method,
                           "value": float(index), "band": "act", "window_start": index, "window_end": index,
                           "n": state.detector.n_seen}
-                out.metric_rows.append({"model": key[0], "model_version": key[1], **signal, "computed_at": now_ms})
+                out.metric_rows.append(_row(key, signal, now_ms))
                 out.signals.append(_signal(key, signal, now_ms))
                 decision = self.policy.observe_concept(key[0], key[1], state.detector.method, index, at)
                 if decision is not None:
@@ -203,6 +202,11 @@ def _by_version(records) -> dict[Key, list[dict[str, Any]]]:
     for r in records:
         groups[(r["model"], r["model_version"])].append(r)
     return groups
+
+
+def _row(key: Key, signal: dict[str, Any], now_ms: int) -> dict[str, Any]:
+    """A ``drift_metrics`` row (times as ms)."""
+    return {"model": key[0], "model_version": key[1], **signal, "computed_at": now_ms}
 
 
 def _signal(key: Key, signal: dict[str, Any], now_ms: int) -> dict[str, Any]:
