@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from driftline.bus import Bus, Message, Offsets, next_offsets
+from driftline.bus import Bus, Message, Offsets, Producer, next_offsets
 from driftline.codec import Codec, UndecodableRecord
 from driftline.deadletter import dead_letter, dead_letter_row
 from driftline.store import Store
@@ -50,6 +50,15 @@ class Incoming:
     topic: str
     record: dict[str, Any]
     message: Message
+
+
+def deliver(output: Output, store: Store, producer: Producer, codec: Codec) -> None:
+    """Steps 1 and 2 of a checkpoint: write the store rows, then publish and flush the records."""
+    for table, rows in output.rows.items():
+        store.insert(table, rows)
+    for topic, key, record in output.records:
+        producer.produce(topic, codec.encode(topic, record), key=None if key is None else key.encode())
+    producer.flush()
 
 
 class Service(Protocol):
@@ -129,12 +138,8 @@ class Runner:
         there and replays what the state had not seen.
         """
         # 1. Store rows first: if we die after this, the replay rewrites the same keys.
-        for table, rows in output.rows.items():
-            self.store.insert(table, rows)
         # 2. Publish and wait for the bus to acknowledge every record.
-        for topic, key, record in output.records:
-            self.producer.produce(topic, self.codec.encode(topic, record), key=None if key is None else key.encode())
-        self.producer.flush()
+        deliver(output, self.store, self.producer, self.codec)
         # 3. Only now may the input be considered done.
         offsets = next_offsets(messages)
         if offsets:

@@ -10,9 +10,10 @@ from typing import Any
 
 from driftline.bus import Producer
 from driftline.codec import Codec
-from driftline.deadletter import dead_letter, dead_letter_row
+from driftline.deadletter import dead_letter
+from driftline.runner import Output, deliver
 from driftline.store import Store
-from driftline.topics import DLQ, FEATURES, LABELS
+from driftline.topics import FEATURES, LABELS
 from driftline.services.ingest.logic import Ingest, IngestResult
 
 SERVICE = "ingest"
@@ -31,8 +32,7 @@ class IngestGateway:
         try:
             parsed = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            record = dead_letter(SERVICE, ROUTES[topic], body, f"body is not JSON: {exc}")
-            self._write([], [record], topic)
+            self._write([], [dead_letter(SERVICE, ROUTES[topic], body, f"body is not JSON: {exc}")], topic)
             return 400, {"accepted": 0, "rejected": [{"index": None, "status": 400, "errors": [
                 {"field": "(body)", "message": f"not JSON: {exc}"}]}]}
         records = parsed if isinstance(parsed, list) else [parsed]
@@ -46,14 +46,14 @@ class IngestGateway:
         return result
 
     def _write(self, accepted: list[dict[str, Any]], dead: list[dict[str, Any]], topic: str) -> None:
-        # Same order as a runner's checkpoint: store rows, then publish and flush.
-        self.store.insert("dead_letters", [dead_letter_row(d) for d in dead])
+        """Accepted records to their topic, dead letters to the dlq and its table: a runner's delivery."""
+        output = Output()
         key_field = "entity_id" if topic == FEATURES else "event_id"
         for record in accepted:
-            self.producer.produce(topic, self.codec.encode(topic, record), key=record[key_field].encode())
+            output.publish(topic, record[key_field], record)
         for record in dead:
-            self.producer.produce(DLQ, self.codec.encode(DLQ, record), key=record["dead_letter_id"].encode())
-        self.producer.flush()
+            output.dead(record)
+        deliver(output, self.store, self.producer, self.codec)
 
 
 def _status(result: IngestResult, total: int) -> int:
