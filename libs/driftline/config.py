@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     retrain_max_rows: int = Field(50_000, ge=10, description="most recent labelled rows used at most")
     retrain_wait_ms: int = Field(3_600_000, ge=0, description="how long a request waits for enough labels")
 
+    # ingest (issue 8: bounds and duplicate policy)
+
+    # registry and artifacts (issue 8: allow-listed types, read token)
+
+    # store endpoint (issue 8: credentials)
+
     @property
     def resolved_store_dsn(self) -> str:
         return self.store_dsn or f"chdb://{(self.home / 'store').resolve()}"
