@@ -1,6 +1,8 @@
-"""Model registry: versions, aliases, lineage, audit; artifacts checked by sha256."""
+"""Model registry: versions, aliases, lineage, audit; artifacts checked by sha256 and by exact type names."""
 
-from driftline.registry.artifacts import TamperedArtifact, UntrustedArtifact
-from driftline.registry.core import ALIASES, LoadedModel, ModelVersion, Registry, RegistryError
+from driftline.registry.artifacts import TamperedArtifact, UnloadableArtifact, UntrustedArtifact
+from driftline.registry.core import ALIASES, InvalidModelName, LoadedModel, ModelVersion, Registry, RegistryError
+from driftline.registry.sandbox import LoadProbe, ProbeUnavailable
 
-__all__ = ["ALIASES", "LoadedModel", "ModelVersion", "Registry", "RegistryError", "TamperedArtifact", "UntrustedArtifact"]
+__all__ = ["ALIASES", "InvalidModelName", "LoadProbe", "LoadedModel", "ModelVersion", "ProbeUnavailable", "Registry",
+           "RegistryError", "TamperedArtifact", "UnloadableArtifact", "UntrustedArtifact"]

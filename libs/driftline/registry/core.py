@@ -2,24 +2,40 @@
 
 Metadata lives in SQLite under ``DRIFTLINE_HOME/registry``; artifacts are
 content-addressed files beside it. Every change writes one audit row and is
-announced to listeners (the runner publishes it as a ModelEvent).
+announced to listeners (the runner publishes it as a ModelEvent). A change
+that names a model, version or alias that does not exist raises before any
+row is written.
+
+A new version is accepted only if its artifact names trusted types alone (see
+:mod:`driftline.registry.artifacts`) and loads, in a sandboxed child process,
+into an object that can predict (see :mod:`driftline.registry.sandbox`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from driftline.contract import FeatureContract
 from driftline.registry.artifacts import ArtifactStore, check_trusted, dumps, loads_verified
+from driftline.registry.sandbox import LoadProbe, shared_load_probe
+from driftline.registry.trusted_types import validated_extra_types
 
 ALIASES = ("champion", "challenger", "shadow", "canary")
+
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+"""Model names: a letter or digit, then up to 127 letters, digits, ``_``, ``.`` or ``-``."""
+
+MAX_VERSION = 2**63 - 1
+"""The largest version SQLite can store; a larger number cannot name a version."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -39,6 +55,10 @@ CREATE TABLE IF NOT EXISTS audit (
 
 class RegistryError(LookupError):
     """A model, version or alias that does not exist, or a move that is not allowed."""
+
+
+class InvalidModelName(ValueError):
+    """A model name outside :data:`MODEL_NAME_PATTERN`."""
 
 
 @dataclass(frozen=True)
@@ -78,9 +98,17 @@ class Registry:
     ----------
     home
         Folder for ``registry.sqlite`` and ``artifacts/``.
+    trusted_types
+        Exact type names an artifact may build beyond driftline's allow-list
+        (``Settings.trusted_types``). Names driftline never trusts raise ValueError.
+    load_probe
+        The sandboxed load check new versions must pass; by default one warm
+        probe shared by every registry of this process.
     """
 
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, *, trusted_types: Iterable[str] = (), load_probe: LoadProbe | None = None):
+        self.trusted_types = validated_extra_types(trusted_types)
+        self.load_probe = load_probe if load_probe is not None else shared_load_probe()
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True)
         self.artifacts = ArtifactStore(self.home / "artifacts")
@@ -111,8 +139,24 @@ class Registry:
         lineage: dict | None = None,
         profile: dict | None = None,
     ) -> ModelVersion:
-        """Store a skops artifact by its sha256 and record a new immutable version."""
-        check_trusted(artifact, f"a new version of {model}")
+        """Store a skops artifact by its sha256 and record a new immutable version.
+
+        Raises
+        ------
+        InvalidModelName
+            ``model`` does not match :data:`MODEL_NAME_PATTERN`.
+        UntrustedArtifact
+            The artifact names a type that is not trusted, or (``UnloadableArtifact``)
+            it does not load in the sandbox into an object with ``predict`` (and
+            ``predict_proba`` for a classification contract).
+        ProbeUnavailable
+            The sandboxed load check could not run; nothing is registered.
+        """
+        if not re.fullmatch(MODEL_NAME_PATTERN, model):
+            raise InvalidModelName(f"model names match {MODEL_NAME_PATTERN}, {model[:200]!r} does not")
+        where = f"a new version of {model}"
+        check_trusted(artifact, where, self.trusted_types)
+        self.load_probe.check(artifact, contract.task, self.trusted_types, where)
         sha = self.artifacts.put(artifact)
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
@@ -164,15 +208,21 @@ class Registry:
         return event
 
     def record(self, model: str, version: int, action: str, *, actor: str, reason: str) -> dict[str, Any]:
-        """An audit row for a decision that moves nothing, e.g. a rejected challenger."""
+        """An audit row for a decision that moves nothing, e.g. a rejected challenger.
+
+        Raises :class:`RegistryError`, and writes nothing, if the version does not exist.
+        """
+        meta = self.get(model, version)  # versions are never deleted, so it still exists below
         with self._lock, self._db:
             event = self._audit(actor, action, model, version, None, None, reason)
-        self._announce(event, self.get(model, version).sha256)
+        self._announce(event, meta.sha256)
         return event
 
     # -- reads ----------------------------------------------------------------------------
 
     def get(self, model: str, version: int) -> ModelVersion:
+        if not 0 <= version <= MAX_VERSION:  # SQLite would raise OverflowError on a larger integer
+            raise RegistryError(f"no version {version} of model {model!r}")
         row = self._db.execute("SELECT * FROM versions WHERE model=? AND version=?", (model, version)).fetchone()
         if row is None:
             raise RegistryError(f"no version {version} of model {model!r}")
@@ -188,7 +238,7 @@ class Registry:
         if meta is None:
             raise RegistryError(f"model {model!r} has no {alias!r} alias")
         data = self.artifacts.get(meta.sha256)
-        estimator = loads_verified(data, meta.sha256, f"{model} v{meta.version}")
+        estimator = loads_verified(data, meta.sha256, f"{model} v{meta.version}", self.trusted_types)
         return LoadedModel(meta, estimator)
 
     def models(self) -> list[str]:
