@@ -78,12 +78,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_store_serve(args: argparse.Namespace) -> int:
-    from driftline.store.server import serve
+    from driftline.store.server.app import serve_from_args
 
-    settings = Settings()
-    path = args.path or str((settings.home / "store").resolve())
-    print(f"serving the store at {path} on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
-    serve(path, host=args.host, port=args.port)
+    path = args.path or str((Settings().home / "store").resolve())
+    serve_from_args(args, path)
     return 0
 
 
@@ -123,8 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     store = sub.add_parser("store", help="the store").add_subparsers(dest="store_command", required=True)
     store_serve = store.add_parser("serve", help="serve the chDB store over ClickHouse's HTTP protocol")
     store_serve.add_argument("--path", help="chDB folder (default DRIFTLINE_HOME/store)")
-    store_serve.add_argument("--host", default="127.0.0.1")
-    store_serve.add_argument("--port", type=int, default=8123)
+    from driftline.store.server.app import build_parser as store_serve_options
+
+    store_serve_options(store_serve)
     store_serve.set_defaults(func=cmd_store_serve)
     return parser
 

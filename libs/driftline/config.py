@@ -52,10 +52,24 @@ class Settings(BaseSettings):
     retrain_wait_ms: int = Field(3_600_000, ge=0, description="how long a request waits for enough labels")
 
     # ingest (issue 8: bounds and duplicate policy)
+    # Every record over a bound is rejected on its own and kept in dead_letters; see SECURITY.md.
+    ingest_max_body_bytes: int = Field(16 << 20, ge=1024, description="Largest request body; 413 past it (not stored).")
+    ingest_max_records: int = Field(10_000, ge=1, description="Most records in one body; 413 past it.")
+    ingest_max_depth: int = Field(32, ge=2, le=256, description="Most containers nested in one record (an event is 2).")
+    ingest_max_string_chars: int = Field(1024, ge=16, description="Longest string in a record, keys included.")
+    ingest_max_features: int = Field(1024, ge=1, description="Most numeric plus categorical features per event.")
+    ingest_max_record_bytes: int = Field(1_000_000, ge=1024, description="Largest record once Avro-encoded.")
+    ingest_max_future_ms: int = Field(86_400_000, ge=0, description="How far ahead of now an event or label time may be.")
+    ingest_max_past_ms: int | None = Field(
+        315_619_200_000, ge=0, description="How far behind now an event time may be (default 3653 days); "
+                                           "null: back to 1900. Label times are not held to it.")
+    ingest_max_abs_number: float | None = Field(None, gt=0, description="Largest |number| in a record; null: any finite.")
 
     # registry and artifacts (issue 8: allow-listed types, read token)
 
     # store endpoint (issue 8: credentials)
+    store_credentials_file: Path | None = Field(
+        None, description="User and password of `driftline store serve` (0600 JSON); unset means HOME/store-credentials.json.")
 
     @property
     def resolved_store_dsn(self) -> str:

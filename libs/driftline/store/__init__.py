@@ -2,16 +2,20 @@
 
 ``chdb://PATH`` opens the ClickHouse engine in-process (embedded mode);
 ``http(s)://…`` reaches a ClickHouse server or ``driftline store serve``.
+An http(s) DSN without a user is sent with the endpoint's credentials file
+(``driftline.store.credentials``); a user in the DSN wins.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
 
+from driftline.store.credentials import credentials_for_dsn
 from driftline.store.ddl import MIGRATIONS
 
 
@@ -21,12 +25,19 @@ class Store:
     Parameters
     ----------
     dsn
-        A clickhouse-connect DSN: ``chdb:///abs/path`` or ``http://host:8123``.
+        A clickhouse-connect DSN: ``chdb:///abs/path`` or ``http://host:8123``
+        (``http://user:password@host:8123`` for a server with its own users).
+    credentials_file
+        The ``driftline store serve`` credentials to send when an http(s)
+        ``dsn`` names no user; default ``DRIFTLINE_STORE_CREDENTIALS_FILE``
+        or ``DRIFTLINE_HOME/store-credentials.json``.
     """
 
-    def __init__(self, dsn: str):
+    def __init__(self, dsn: str, credentials_file: Path | None = None):
         self.dsn = dsn
-        self._client = clickhouse_connect.get_client(dsn=dsn)
+        credentials = credentials_for_dsn(dsn, credentials_file)
+        login = {} if credentials is None else {"username": credentials.user, "password": credentials.password}
+        self._client = clickhouse_connect.get_client(dsn=dsn, **login)
         # chDB runs in our process and a clickhouse-connect client is not thread-safe:
         # services that share a store in embedded mode take turns.
         self._lock = threading.Lock()

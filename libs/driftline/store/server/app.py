@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
+import socket
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import parse_qsl
 
 import anyio.to_thread
 
+from driftline.store.credentials import StoreCredentials, default_credentials_file, load_or_create_credentials
+from driftline.store.server.access import StatementPolicy
+from driftline.store.server.auth import Authenticator, refuse_browser_requests
 from driftline.store.server.compression import choose_encoding, decode_body, encode_body
 from driftline.store.server.engine import ChdbEngine, Outcome
 from driftline.store.server.errors import ServerError
@@ -48,13 +55,28 @@ def content_type(fmt: str) -> str:
 class StoreApp:
     """ASGI application: ClickHouse's HTTP interface over one ChdbEngine.
 
-    The body is read in full before the engine lock is taken, so a slow
-    client uploading an insert never holds up the others.
+    Every request passes, in order: the browser check (any ``Origin`` is
+    refused, ``/ping`` included), authentication (all but ``/ping``, before
+    the body is read), and the access policy (before the engine sees the
+    statement). The body is read in full before the engine lock is taken, so
+    a slow client uploading an insert never holds up the others.
+
+    Parameters
+    ----------
+    path
+        The chDB data folder.
+    credentials
+        The user and password every request must carry; None only for
+        ``--no-auth`` on loopback.
+    allow_admin
+        Run what the access policy would refuse (files, URLs, DROP, SYSTEM, ...).
     """
 
-    def __init__(self, path: str):
-        self.engine = ChdbEngine(path)
+    def __init__(self, path: str, credentials: StoreCredentials | None, allow_admin: bool = False):
+        self.engine = ChdbEngine(path, readonly_reads=not allow_admin)
         self.sessions = SessionStore()
+        self.authenticator = Authenticator(credentials)
+        self.policy = StatementPolicy(self.engine.table_functions, allow_admin=allow_admin)
 
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable) -> None:
         if scope["type"] == "lifespan":
@@ -76,11 +98,17 @@ class StoreApp:
     async def _http(self, scope: dict, receive: Callable) -> HttpResponse:
         method, path = scope["method"], scope["path"]
         params = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
-        if path == "/ping" or (path == "/" and method in ("GET", "HEAD") and "query" not in params):
-            return HttpResponse(200, b"Ok.\n", [("Content-Type", "text/html; charset=UTF-8")])
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            refuse_browser_requests(headers)
+            if path == "/ping" or (path == "/" and method in ("GET", "HEAD") and "query" not in params):
+                return HttpResponse(200, b"Ok.\n", [("Content-Type", "text/html; charset=UTF-8")])
+            self.authenticator.check(headers, params)
+        except ServerError as exc:
+            logger.info("request refused with code %s", exc.code)  # never the credentials themselves
+            return self._error(exc, params.get("query_id") or str(uuid.uuid4()))
         if path != "/":
             return HttpResponse(404, b"There is no handle " + path.encode() + b"\n", [("Content-Type", "text/plain")])
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         body = await _read_body(receive)
         if body is None:  # the client went away mid-upload: never run a truncated insert
             return HttpResponse(400, b"Client disconnected before the request body was complete\n")
@@ -108,7 +136,8 @@ class StoreApp:
         if opts.readonly and not (stmt.returns_rows or stmt.kind in ("set", "use")):
             raise ServerError.make(164, "READONLY", "Cannot execute query in readonly mode (GET is read-only)")
         session = self.sessions.get(opts)
-        outcome = self.engine.execute(stmt, opts, session)
+        decision = self.policy.check(stmt, self.engine.effective_settings(opts, session))
+        outcome = self.engine.execute(stmt, opts, session, readonly=decision.engine_readonly)
         return self._success(outcome, opts, headers)
 
     def _success(self, outcome: Outcome, opts: RequestOptions, headers: dict[str, str]) -> HttpResponse:
@@ -161,17 +190,55 @@ async def _send(send: Callable, response: HttpResponse) -> None:
     await send({"type": "http.response.body", "body": response.body})
 
 
-def make_app(path: str) -> StoreApp:
+def make_app(path: str, credentials: StoreCredentials | None, allow_admin: bool = False) -> StoreApp:
     """Open the chDB store at ``path`` (this process becomes its only owner) and return the ASGI app."""
-    return StoreApp(path)
+    return StoreApp(path, credentials, allow_admin=allow_admin)
 
 
-def serve(path: str, host: str = "127.0.0.1", port: int = 8123) -> None:
-    """Serve the store until SIGINT/SIGTERM; the chDB connection is closed on the way out."""
+def is_loopback(host: str) -> bool:
+    """Whether every address ``host`` names is a loopback address (``0.0.0.0`` and ``::`` are not)."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except socket.gaierror:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
+
+
+def serve(
+    path: str,
+    host: str = "127.0.0.1",
+    port: int = 8123,
+    *,
+    credentials_file: Path,
+    allow_admin: bool = False,
+    no_auth: bool = False,
+) -> None:
+    """Serve the store until SIGINT/SIGTERM; the chDB connection is closed on the way out.
+
+    Parameters
+    ----------
+    path
+        The chDB data folder.
+    host, port
+        Where to listen. A host that is not loopback needs authentication.
+    credentials_file
+        Where the user and password are read, or created (0600) on first start.
+    allow_admin
+        Lift the access policy (files, URLs, DROP, SYSTEM ...): for an operator, never for services.
+    no_auth
+        Accept requests without credentials; refused unless ``host`` is loopback.
+    """
     import uvicorn
 
+    if no_auth and not is_loopback(host):
+        raise SystemExit(f"refusing to serve the store on {host} without authentication: --no-auth is for loopback only")
+    credentials = None if no_auth else load_or_create_credentials(credentials_file)
     try:
-        app = make_app(path)
+        app = make_app(path, credentials, allow_admin=allow_admin)
     except RuntimeError as exc:  # chDB's wording hides the usual cause
         raise SystemExit(f"cannot open chDB store {path!r} (is another process serving it?): {exc}") from None
     config = uvicorn.Config(
@@ -179,19 +246,43 @@ def serve(path: str, host: str = "127.0.0.1", port: int = 8123) -> None:
         host=host,
         port=port,
         lifespan="on",
-        access_log=False,  # URLs carry SQL and bind values: keep them out of logs
+        access_log=False,  # URLs carry SQL, bind values and possibly passwords: keep them out of logs
         log_level="warning",
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
-    logger.warning("serving chDB store %s on http://%s:%d", path, host, port)
+    print(f"serving the chDB store {path} on http://{host}:{port}", file=sys.stderr, flush=True)
+    if credentials is None:
+        print("authentication is OFF (--no-auth): any local process can use the store", file=sys.stderr, flush=True)
+    else:
+        print(f"user {credentials.user!r}; password in {credentials_file} (driftline clients read it from there)",
+              file=sys.stderr, flush=True)
+    if allow_admin:
+        print("--allow-admin: file, URL and admin statements are NOT refused", file=sys.stderr, flush=True)
     uvicorn.Server(config).run()
+
+
+def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The endpoint's options (shared by ``driftline store serve`` and ``python -m driftline.store.server``)."""
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (loopback unless told otherwise)")
+    parser.add_argument("--port", type=int, default=8123)
+    parser.add_argument("--credentials", type=Path, default=None,
+                        help="user/password file, created 0600 on first start "
+                             "(default DRIFTLINE_STORE_CREDENTIALS_FILE or DRIFTLINE_HOME/store-credentials.json)")
+    parser.add_argument("--allow-admin", action="store_true",
+                        help="also run statements that reach files, URLs and other systems, DROP, SYSTEM, ...")
+    parser.add_argument("--no-auth", action="store_true", help="accept requests without credentials (loopback only)")
+    return parser
+
+
+def serve_from_args(args: argparse.Namespace, path: str) -> None:
+    """Start the endpoint as the parsed options say."""
+    serve(path, args.host, args.port, credentials_file=(args.credentials or default_credentials_file()).absolute(),
+          allow_admin=args.allow_admin, no_auth=args.no_auth)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve a chDB store over the ClickHouse HTTP protocol.")
     parser.add_argument("--path", required=True, help="chDB data directory (opened by this process only)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8123)
-    args = parser.parse_args(argv)
+    args = build_parser(parser).parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve(args.path, args.host, args.port)
+    serve_from_args(args, args.path)

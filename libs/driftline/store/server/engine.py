@@ -48,17 +48,36 @@ _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class ChdbEngine:
-    """The single chDB connection for a store path, and the per-request state switched on it.
+    """The chDB connections for a store path, and the per-request state switched on them.
 
-    chDB allows one statement at a time per connection (a streaming insert
-    blocks all others), so everything runs under one lock.
+    The main connection runs everything the access policy allows. A second
+    connection to the same store, opened with chDB's own ``readonly=1``,
+    runs the reads that need no setting changed (chDB refuses any change
+    there): if the policy ever let a write or a table function through in a
+    read, the engine itself would still refuse it. ``readonly`` cannot be set
+    per statement on the main connection: once SET, chDB does not let it be
+    unset. chDB allows one statement at a time (a streaming insert blocks all
+    others), so everything runs under one lock.
+
+    Parameters
+    ----------
+    path
+        The chDB data folder.
+    readonly_reads
+        Open the readonly connection (off with ``--allow-admin``, where
+        temporary tables on the main connection must stay visible to reads).
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, readonly_reads: bool = True):
         from chdb import session as chdb_session  # heavy import, deferred until a store is really opened
 
         self._conn = chdb_session.Session(path)
         self._lock = threading.Lock()
+        self._readonly_conn: Any = None
+        if readonly_reads:
+            import chdb
+
+            self._readonly_conn = chdb.connect(f"{path}?readonly=1")
         self.version, self.timezone = self._text("SELECT version(), timezone()").rstrip("\n").split("\t")
         self._startup = self._changed_settings()
         self.http_compression_default = self._text(
@@ -66,22 +85,46 @@ class ChdbEngine:
         ).strip() == "1"
         self.default_database = self._text("SELECT currentDatabase()").strip()
         self._database = self.default_database
+        self._readonly_database = self.default_database
         self._applied: dict[str, str] = {}
+        self.table_functions = frozenset(self._text("SELECT name FROM system.table_functions").split())
 
     def close(self) -> None:
         with self._lock:
+            if self._readonly_conn is not None:
+                self._readonly_conn.close()
             self._conn.close()
 
-    def execute(self, stmt: Statement, opts: RequestOptions, session: SessionState | None) -> Outcome:
-        """Run one statement with the request's (and its session's) database and settings."""
-        settings = {**(session.settings if session else {}), **opts.settings}
+    @staticmethod
+    def effective_settings(opts: RequestOptions, session: SessionState | None) -> dict[str, str]:
+        """The settings a request runs with: its session's, overridden by its own URL parameters."""
+        return {**(session.settings if session else {}), **opts.settings}
+
+    def execute(
+        self, stmt: Statement, opts: RequestOptions, session: SessionState | None, readonly: bool = False
+    ) -> Outcome:
+        """Run one statement with the request's (and its session's) database and settings.
+
+        ``readonly``: the access policy found a read that changes no setting; it
+        runs on the readonly connection when there is one.
+        """
+        settings = self.effective_settings(opts, session)
         database = opts.database or (session.database if session else None) or self.default_database
         with self._lock:
-            self._switch_database(database)
-            self._switch_settings(settings)
-            outcome = self._dispatch(stmt, opts, session)
+            if readonly and self._readonly_conn is not None and stmt.kind == "query" and not settings:
+                outcome = self._readonly_query(stmt, opts.bind, database)
+            else:
+                self._switch_database(database)
+                self._switch_settings(settings)
+                outcome = self._dispatch(stmt, opts, session)
         outcome.timezone = settings.get("session_timezone") or self.timezone
         return outcome
+
+    def _readonly_query(self, stmt: Statement, bind: dict[str, str], database: str) -> Outcome:
+        if database != self._readonly_database:
+            self._run(f"USE {_quote_ident(database)}", DEFAULT_FORMAT, conn=self._readonly_conn)
+            self._readonly_database = database
+        return self._query(stmt, bind, conn=self._readonly_conn)
 
     def _dispatch(self, stmt: Statement, opts: RequestOptions, session: SessionState | None) -> Outcome:
         if stmt.kind == "insert":
@@ -94,8 +137,8 @@ class ChdbEngine:
 
     # -- statements
 
-    def _query(self, stmt: Statement, bind: dict[str, str]) -> Outcome:
-        result = self._run(stmt.sql, stmt.fmt, bind)
+    def _query(self, stmt: Statement, bind: dict[str, str], conn: Any = None) -> Outcome:
+        result = self._run(stmt.sql, stmt.fmt, bind, conn=conn)
         return Outcome(
             body=result.bytes(),
             summary=_summary(result),
@@ -179,9 +222,9 @@ class ChdbEngine:
 
     # -- raw access
 
-    def _run(self, sql: str, fmt: str, bind: dict[str, str] | None = None) -> Any:
+    def _run(self, sql: str, fmt: str, bind: dict[str, str] | None = None, conn: Any = None) -> Any:
         try:
-            return self._conn.query(sql, fmt, params=bind or None)
+            return (conn or self._conn).query(sql, fmt, params=bind or None)
         except Exception as exc:
             raise ServerError.from_engine(exc) from exc
 
