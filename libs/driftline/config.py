@@ -66,6 +66,14 @@ class Settings(BaseSettings):
     ingest_max_abs_number: float | None = Field(None, gt=0, description="Largest |number| in a record; null: any finite.")
 
     # registry and artifacts (issue 8: allow-listed types, read token)
+    trusted_types: list[str] = Field(
+        default_factory=list,
+        description='Exact type names a model artifact may build beyond driftline\'s allow-list, as JSON, '
+                    'e.g. ["mypackage.features.RatioTransformer", "numpy.log1p"]; never builtins, os, operator ... callables.')
+    registry_read_token: SecretStr | None = Field(
+        None, description="When set, artifact downloads need Authorization: Bearer <this or DRIFTLINE_REGISTRY_TOKEN>.")
+    registry_max_body_bytes: int = Field(
+        256 << 20, ge=1024, description="Largest registration request the registry accepts (413 beyond).")
 
     # store endpoint (issue 8: credentials)
     store_credentials_file: Path | None = Field(
