@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from typing import Any
 
 from driftline.timeutil import now_ms, to_datetime
@@ -10,21 +11,27 @@ from driftline.timeutil import now_ms, to_datetime
 
 def dead_letter(service: str, source: str, payload: bytes, error: str, *, partition: int | None = None,
                 offset: int | None = None, key: bytes | None = None) -> dict[str, Any]:
-    """A DeadLetter record. Its id is stable for one bus position (or one payload and error),
-    so a replay writes the same row again instead of a second one."""
+    """A DeadLetter record.
+
+    A record read from the bus (``offset`` given) gets an id stable for its position, so a
+    replay of the batch writes the same row again instead of a second one. Any other record
+    (ingest's, received over HTTP or in process) gets a unique id: the same bytes rejected
+    twice are two rejections and two rows, never collapsed into one.
+    """
     if offset is not None:
-        identity = f"{service}|{source}|{partition}|{offset}".encode()
+        dead_letter_id = hashlib.sha256(f"{service}|{source}|{partition}|{offset}".encode()).hexdigest()[:32]
     else:
-        identity = b"|".join([service.encode(), source.encode(), payload, error.encode()])
+        dead_letter_id = uuid.uuid4().hex
     return {
-        "dead_letter_id": hashlib.sha256(identity).hexdigest()[:32],
+        "dead_letter_id": dead_letter_id,
         "service": service,
         "topic": source,
         "partition": partition,
         "offset": offset,
         "key": key,
         "payload": payload,
-        "error": error,
+        # The reason may quote the input (a field name with a lone surrogate): kept encodable.
+        "error": error.encode("utf-8", "backslashreplace").decode("utf-8"),
         "received_at": now_ms(),
     }
 

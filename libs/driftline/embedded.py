@@ -14,6 +14,7 @@ from driftline.registry import Registry
 from driftline.store import Store
 from driftline.topics import ALL_TOPICS, MODELS
 from driftline.services.ingest.gateway import IngestGateway
+from driftline.services.ingest.bounds import Bounds
 from driftline.services.ingest.logic import Ingest
 from driftline.wiring import RUNNER_SERVICES, Context, make_runner
 
@@ -31,7 +32,8 @@ class Embedded:
         self._model_events = self.bus.producer()
         self._contracts: dict[str, object] = {}
         self.registry.listeners.append(self._publish_model_event)
-        self.ingest = IngestGateway(Ingest(self.contract_of), self.bus.producer(), self.codec, self.store)
+        self.ingest = IngestGateway(Ingest(self.contract_of, Bounds.from_settings(self.settings)), self.bus.producer(),
+                                    self.codec, self.store, dlq_producer=self.bus.producer())
         context = Context(self.settings, self.bus, self.codec, self.store, self.registry)
         self.runners = [make_runner(name, context) for name in RUNNER_SERVICES]
 

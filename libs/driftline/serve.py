@@ -136,10 +136,15 @@ def _serve_http(service: str, host: str, port: int, settings: Settings) -> int:
     else:
         from driftline.services.ingest.app import create_app
         from driftline.services.ingest.gateway import IngestGateway
+        from driftline.services.ingest.bounds import Bounds
         from driftline.services.ingest.logic import Ingest
 
         ctx = _context(settings, service)
-        app = create_app(IngestGateway(Ingest(CachedContracts(ctx.registry)), ctx.bus.producer(), ctx.codec, ctx.store))
+        ingest = Ingest(CachedContracts(ctx.registry), Bounds.from_settings(settings))
+        # Dead letters travel on a producer of their own: a dlq delivery failure is never
+        # reported against the events of a later request.
+        app = create_app(IngestGateway(ingest, ctx.bus.producer(), ctx.codec, ctx.store,
+                                       dlq_producer=ctx.bus.producer()))
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     server.should_exit = stopping.is_set()
     try:

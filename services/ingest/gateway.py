@@ -1,71 +1,353 @@
-"""Ingest's I/O: validated records to their topic, rejected ones to the dead-letter topic and table.
+"""Ingest's I/O: valid records to their topic, every other record to ``dead_letters`` with its bytes.
 
 Used by the HTTP app and by the embedded demo, so both paths behave the same.
+
+One request, in this order (under a lock, so two requests in one process cannot
+both win the same event_id):
+
+1. validate every record on its own (:class:`~driftline.services.ingest.logic.Ingest`)
+   and Avro-encode every valid one up front: an encoding failure or an oversize
+   record is a rejection of that record, never an error halfway through publishing;
+2. feature events only: look up the (model, event_id)s already accepted, one
+   query per batch, and apply the duplicate policy
+   (:mod:`~driftline.services.ingest.duplicates`);
+3. write the dead letters known so far to ``dead_letters`` (if the store is down,
+   nothing has been published yet and the whole request answers 503);
+4. publish the records, one by one; after the first :class:`~driftline.bus.BusFull`
+   the rest of the batch is not tried (it would only wait on a full bus) and every
+   record not published is answered 503 and dead-lettered; then flush — if the bus
+   cannot confirm delivery, every record of the request is reported not accepted
+   (it may still have arrived: a retry is then a harmless duplicate downstream);
+5. write those dead letters and, for events, the accepted (model, event_id, digest)s;
+6. copy the dead letters to the ``dlq`` topic, best effort: the table is the record
+   that counts, and a full ``dlq`` topic must not lose them or fail the request.
+
+Nothing is reported accepted that did not reach its topic, and every record not
+accepted is in ``dead_letters`` with the exact bytes received for it (except a
+byte-identical retry of an accepted event, answered "already accepted").
 """
 
 from __future__ import annotations
 
-import json
+import logging
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
-from driftline.bus import Producer
+from driftline.bus import BusFull, Producer
 from driftline.codec import Codec
-from driftline.deadletter import dead_letter
-from driftline.runner import Output, deliver
+from driftline.deadletter import dead_letter, dead_letter_row
 from driftline.store import Store
-from driftline.topics import FEATURES, LABELS
-from driftline.services.ingest.logic import Ingest, IngestResult
+from driftline.timeutil import now_ms, to_datetime
+from driftline.topics import DLQ, FEATURES, LABELS, RECORD_OF_TOPIC
+from driftline.services.ingest.body import BodyRejected, RawRecord, split_body
+from driftline.services.ingest.duplicates import Claim, Verdict, canonical_digest, decide
+from driftline.services.ingest.logic import Candidate, Ingest, Rejection
+
+log = logging.getLogger(__name__)
 
 SERVICE = "ingest"
 ROUTES = {FEATURES: "/v1/events", LABELS: "/v1/labels"}
+ACCEPTED_TABLE = "ingest_accepted"
+#: Seconds a client is asked to wait before retrying what the bus or the store refused.
+RETRY_AFTER_S = 1
+_ACCEPTED_BEFORE = (
+    f"SELECT model, event_id, digest FROM {ACCEPTED_TABLE} "
+    "WHERE model IN {models:Array(String)} AND event_id IN {event_ids:Array(String)} ORDER BY accepted_at"
+)
+
+
+class StoreUnavailable(RuntimeError):
+    """The store could not be read or written before anything was published: retry the request."""
+
+
+@dataclass
+class IngestResult:
+    """What happened to every record of one request.
+
+    Attributes
+    ----------
+    total
+        Records in the request.
+    accepted
+        Indexes of the records published to their topic by this request.
+    already_accepted
+        Indexes of byte-identical retries of events accepted before (not published again).
+    rejected
+        Every other record, with its status and errors; each one is in ``dead_letters``.
+    body_error
+        Set when the body as a whole was refused (no records).
+    """
+
+    total: int = 0
+    accepted: list[int] = field(default_factory=list)
+    already_accepted: list[tuple[int, str]] = field(default_factory=list)  # (index, event_id)
+    rejected: list[Rejection] = field(default_factory=list)
+    body_error: BodyRejected | None = None
+
+
+@dataclass
+class _Encoded:
+    candidate: Candidate
+    key: bytes
+    value: bytes
+
+
+@dataclass
+class _Plan:
+    """What the duplicate policy leaves to publish, and what it decided for the rest."""
+
+    to_publish: list[_Encoded]
+    repeats: dict[int, int] = field(default_factory=dict)  # index -> index of its identical first occurrence
+    repeated: dict[int, Candidate] = field(default_factory=dict)
+    digests: dict[int, str] = field(default_factory=dict)  # index -> canonical digest (events only)
+    keys: dict[int, tuple[str, str]] = field(default_factory=dict)  # index -> (model, event_id)
 
 
 class IngestGateway:
-    def __init__(self, ingest: Ingest, producer: Producer, codec: Codec, store: Store):
+    """
+    Parameters
+    ----------
+    ingest
+        The validation logic (its ``bounds`` also bound bodies and encoded records).
+    producer
+        Publishes accepted records.
+    codec
+        Avro encoder.
+    store
+        ``dead_letters`` and the accepted-events index.
+    dlq_producer
+        Publishes the copies of dead letters to ``dlq``; its own producer so a delivery
+        failure there is never reported against the accepted records (default: ``producer``).
+    """
+
+    def __init__(self, ingest: Ingest, producer: Producer, codec: Codec, store: Store,
+                 dlq_producer: Producer | None = None):
         self.ingest = ingest
         self.producer = producer
+        self.dlq_producer = dlq_producer or producer
         self.codec = codec
         self.store = store
+        self._lock = threading.Lock()
+
+    @property
+    def bounds(self):
+        return self.ingest.bounds
 
     def submit_body(self, topic: str, body: bytes) -> tuple[int, dict[str, Any]]:
         """Handle an HTTP body (one JSON record or a list); returns (status, response)."""
         try:
-            parsed = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            self._write([], [dead_letter(SERVICE, ROUTES[topic], body, f"body is not JSON: {exc}")], topic)
-            return 400, {"accepted": 0, "rejected": [{"index": None, "status": 400, "errors": [
-                {"field": "(body)", "message": f"not JSON: {exc}"}]}]}
-        records = parsed if isinstance(parsed, list) else [parsed]
-        result = self.submit(topic, records)
-        return _status(result, len(records)), _response(result)
+            result = self._submit_body(topic, body)
+        except StoreUnavailable as exc:
+            return 503, _refusal(503, f"the store is unavailable, nothing was accepted; retry: {exc}")
+        return status_of(result), response_of(result)
+
+    def _submit_body(self, topic: str, body: bytes) -> IngestResult:
+        records = split_body(body, self.bounds.max_depth, self.bounds.max_records)
+        if isinstance(records, BodyRejected):
+            dead = [dead_letter(SERVICE, ROUTES[topic], body, records.message)]
+            with self._lock:
+                self._store_dead(dead)
+                self._copy_to_dlq(dead)
+            return IngestResult(body_error=records)
+        return self._submit(topic, records)
 
     def submit(self, topic: str, records: list[Any]) -> IngestResult:
-        result = self.ingest.events(records) if topic == FEATURES else self.ingest.labels(records)
-        dead = [dead_letter(SERVICE, ROUTES[topic], r.payload, r.reason) for r in result.rejected]
-        self._write(result.accepted, dead, topic)
+        """Records handed over in process (the embedded demo): the same checks as over HTTP."""
+        return self._submit(topic, [RawRecord(index, value) for index, value in enumerate(records)])
+
+    def _submit(self, topic: str, records: list[RawRecord]) -> IngestResult:
+        with self._lock:
+            validation = self.ingest.events(records) if topic == FEATURES else self.ingest.labels(records)
+            result = IngestResult(total=len(records), rejected=list(validation.rejected))
+            encoded = self._encode(topic, validation.candidates, result)
+            plan = self._apply_duplicate_policy(encoded, result) if topic == FEATURES else _Plan(encoded)
+            dead_before = self._dead_letters(topic, result.rejected)
+            self._store_dead(dead_before)  # raises StoreUnavailable while nothing is published yet
+            known = len(result.rejected)
+            published = self._publish(topic, plan.to_publish, result)
+            for index, first in plan.repeats.items():
+                candidate = plan.repeated[index]
+                if first in published:
+                    result.already_accepted.append((index, candidate.record["event_id"]))
+                else:
+                    result.rejected.append(_refused(candidate, f"record {first} of this batch, identical to it, "
+                                                               "was not accepted"))
+            dead_after = self._dead_letters(topic, result.rejected[known:])
+            self._keep_after_publish(dead_after, [(plan.keys[i], plan.digests[i]) for i in sorted(published)
+                                                  if i in plan.digests])
+            self._copy_to_dlq(dead_before + dead_after)
+        result.accepted.sort()
+        result.rejected.sort(key=lambda r: r.index)
+        result.already_accepted.sort()
         return result
 
-    def _write(self, accepted: list[dict[str, Any]], dead: list[dict[str, Any]], topic: str) -> None:
-        """Accepted records to their topic, dead letters to the dlq and its table: a runner's delivery."""
-        output = Output()
+    def _encode(self, topic: str, candidates: list[Candidate], result: IngestResult) -> list[_Encoded]:
+        """Avro bytes for every candidate, before anything is published; failures are rejections."""
         key_field = "entity_id" if topic == FEATURES else "event_id"
-        for record in accepted:
-            output.publish(topic, record[key_field], record)
-        for record in dead:
-            output.dead(record)
-        deliver(output, self.store, self.producer, self.codec)
+        limit = self.bounds.max_record_bytes
+        encoded = []
+        for candidate in candidates:
+            try:
+                value = self.codec.encode(topic, candidate.record)
+            except Exception as exc:  # any encoder failure is this record's, never the batch's
+                result.rejected.append(_rejection(candidate, 422, "(record)",
+                                                  f"cannot be encoded as {RECORD_OF_TOPIC[topic]}: {exc}"))
+                continue
+            if len(value) > limit:
+                result.rejected.append(_rejection(candidate, 413, "(record)",
+                                                  f"{len(value)} bytes once encoded; at most {limit}"))
+                continue
+            encoded.append(_Encoded(candidate, candidate.record[key_field].encode(), value))
+        return encoded
+
+    def _apply_duplicate_policy(self, encoded: list[_Encoded], result: IngestResult) -> _Plan:
+        """The events to publish; the others become already-accepted, repeats or duplicate rejections."""
+        claims = [Claim(e.candidate.index, (e.candidate.record["model"], e.candidate.record["event_id"]),
+                        canonical_digest(e.candidate.record)) for e in encoded]
+        plan = _Plan([], digests={c.index: c.digest for c in claims}, keys={c.index: c.key for c in claims})
+        for item, decision in zip(encoded, decide(claims, self._accepted_before([c.key for c in claims]))):
+            if decision.verdict is Verdict.NEW:
+                plan.to_publish.append(item)
+            elif decision.verdict is Verdict.ALREADY_ACCEPTED:
+                result.already_accepted.append((item.candidate.index, item.candidate.record["event_id"]))
+            elif decision.verdict is Verdict.REPEAT:
+                plan.repeats[item.candidate.index] = decision.first_index
+                plan.repeated[item.candidate.index] = item.candidate
+            else:
+                result.rejected.append(_rejection(item.candidate, 409, "event_id", decision.reason))
+        return plan
+
+    def _accepted_before(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """(model, event_id) -> digest of the event accepted earlier, for ``keys``: one query."""
+        if not keys:
+            return {}
+        wanted = set(keys)
+        try:
+            _, rows = self.store.query(_ACCEPTED_BEFORE, {"models": sorted({m for m, _ in wanted}),
+                                                          "event_ids": sorted({e for _, e in wanted})})
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot read {ACCEPTED_TABLE}: {exc}") from exc
+        found: dict[tuple[str, str], str] = {}
+        for model, event_id, digest in rows:
+            if (model, event_id) in wanted:
+                found.setdefault((model, event_id), digest)  # rows come oldest first: the first wins
+        return found
+
+    def _publish(self, topic: str, encoded: list[_Encoded], result: IngestResult) -> set[int]:
+        """Produce ``encoded`` in order; the indexes that reached the topic. Refusals become rejections."""
+        produced: list[_Encoded] = []
+        for position, item in enumerate(encoded):
+            try:
+                self.producer.produce(topic, item.value, key=item.key)
+            except BusFull as exc:
+                # The rest would only wait on the same full bus (Kafka's producer blocks up to 30 s).
+                log.warning("ingest: bus full on %s; %d records refused", topic, len(encoded) - position)
+                result.rejected.extend(_refused(e.candidate, f"the bus is full: {exc}") for e in encoded[position:])
+                break
+            except Exception as exc:  # e.g. a broker refusing this one record
+                result.rejected.append(_refused(item.candidate, f"the bus refused the record: {exc}"))
+                continue
+            produced.append(item)
+        try:
+            self.producer.flush()
+        except Exception as exc:
+            log.error("ingest: %s did not confirm %d records: %s", topic, len(produced), exc)
+            result.rejected.extend(_refused(e.candidate, f"the bus did not confirm delivery ({exc}); "
+                                                         "it may or may not have arrived") for e in produced)
+            return set()
+        indexes = {e.candidate.index for e in produced}
+        result.accepted.extend(indexes)
+        return indexes
+
+    def _keep_after_publish(self, dead: list[dict[str, Any]], accepted: list[tuple[tuple[str, str], str]]) -> None:
+        """Dead letters of what the bus refused, and the (model, event_id, digest) of what it took.
+
+        The records are on the topic (or refused) already, so a store failure here is
+        logged, not raised: the answer must still say what happened to each record.
+        """
+        try:
+            self._store_dead(dead)
+        except StoreUnavailable as exc:
+            log.error("ingest: %d records refused by the bus and not kept in dead_letters: %s", len(dead), exc)
+        if not accepted:
+            return
+        at = to_datetime(now_ms())
+        try:
+            self.store.insert(ACCEPTED_TABLE, [{"model": model, "event_id": event_id, "digest": digest,
+                                                "accepted_at": at} for (model, event_id), digest in accepted])
+        except Exception as exc:  # a retry of these events would then be published again: a harmless duplicate
+            log.error("ingest: cannot record %d accepted events in %s: %s", len(accepted), ACCEPTED_TABLE, exc)
+
+    def _dead_letters(self, topic: str, rejections: list[Rejection]) -> list[dict[str, Any]]:
+        return [dead_letter(SERVICE, ROUTES[topic], r.payload, r.reason) for r in rejections]
+
+    def _store_dead(self, dead: list[dict[str, Any]]) -> None:
+        if not dead:
+            return
+        try:
+            self.store.insert("dead_letters", [dead_letter_row(d) for d in dead])
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot write dead_letters: {exc}") from exc
+
+    def _copy_to_dlq(self, dead: list[dict[str, Any]]) -> None:
+        if not dead:
+            return
+        try:
+            for record in dead:
+                self.dlq_producer.produce(DLQ, self.codec.encode(DLQ, record), key=record["dead_letter_id"].encode())
+            self.dlq_producer.flush()
+        except Exception as exc:  # BusFull or a broker error: dead_letters holds them all
+            log.warning("ingest: %d dead letters kept in dead_letters but not copied to %s: %s", len(dead), DLQ, exc)
 
 
-def _status(result: IngestResult, total: int) -> int:
+def _rejection(candidate: Candidate, status: int, field_name: str, message: str) -> Rejection:
+    return Rejection(candidate.index, candidate.record["event_id"], [{"field": field_name, "message": message}],
+                     candidate.payload, status)
+
+
+def _refused(candidate: Candidate, message: str) -> Rejection:
+    """Not published because of the bus, not the record: 503, and worth retrying."""
+    return _rejection(candidate, 503, "(bus)", message)
+
+
+def _refusal(status: int, message: str) -> dict[str, Any]:
+    """The answer when the request as a whole is refused."""
+    return {"accepted": 0, "accepted_indexes": [], "already_accepted": [],
+            "rejected": [{"index": None, "event_id": None, "status": status,
+                          "errors": [{"field": "(body)", "message": message}]}]}
+
+
+def status_of(result: IngestResult) -> int:
+    """200 all accepted (or already accepted), 207 some, 503 none because the bus refused,
+    422 none because every record was refused for itself; a refused body keeps its own status."""
+    if result.body_error is not None:
+        return result.body_error.status
     if not result.rejected:
         return 200
-    return 422 if len(result.rejected) == total else 207
+    if result.accepted or result.already_accepted:
+        return 207
+    if any(r.status == 503 for r in result.rejected):
+        return 503
+    return 422
 
 
-def _response(result: IngestResult) -> dict[str, Any]:
+def response_of(result: IngestResult) -> dict[str, Any]:
+    """The JSON answer: compatible with the first version (``accepted``, ``rejected``) and extended."""
+    if result.body_error is not None:
+        return _refusal(result.body_error.status, result.body_error.message)
     return {
         "accepted": len(result.accepted),
+        "accepted_indexes": result.accepted,
+        "already_accepted": [{"index": i, "event_id": e} for i, e in result.already_accepted],
         "rejected": [
-            {"index": r.index, "event_id": r.event_id, "status": 422, "errors": r.errors} for r in result.rejected
+            {"index": r.index, "event_id": _printable(r.event_id), "status": r.status,
+             "errors": [{"field": _printable(e["field"]), "message": _printable(e["message"])} for e in r.errors]}
+            for r in result.rejected
         ],
     }
+
+
+def _printable(text: str | None) -> str | None:
+    """JSON-safe: a lone surrogate would make the response itself fail to encode."""
+    return None if text is None else text.encode("utf-8", "backslashreplace").decode("utf-8")

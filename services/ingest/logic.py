@@ -1,12 +1,18 @@
-"""Ingest: validate JSON feature events and labels, split them into good records and dead letters.
+"""Ingest: validate JSON feature events and labels, one record at a time, into candidates and rejections.
 
-Pure logic: it knows nothing about HTTP, Kafka or ClickHouse. The app in
-:mod:`driftline.services.ingest.app` feeds it request bodies and does the I/O.
+Pure logic: it knows nothing about HTTP, Kafka or ClickHouse. The gateway in
+:mod:`driftline.services.ingest.gateway` feeds it records split from a body
+(:mod:`driftline.services.ingest.body`), encodes and publishes the candidates,
+and keeps every rejection with the bytes received for it.
+
+Each record goes through, in order: the bounds of
+:mod:`driftline.services.ingest.bounds` (nothing later meets a value it cannot
+handle), its pydantic shape, the model's feature contract, and the event-time
+window. A record failing anywhere is rejected alone; the others go on.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, f
 
 from driftline.contract import FeatureContract
 from driftline.timeutil import now_ms, to_ms
+from driftline.services.ingest.body import RawRecord, payload_of
+from driftline.services.ingest.bounds import (
+    MAX_PROBLEMS, Bounds, feature_count_problems, time_problems, value_problems,
+)
 
 
 class FeatureEventIn(BaseModel):
@@ -50,49 +60,77 @@ class LabelIn(BaseModel):
 
 @dataclass(frozen=True)
 class Rejection:
+    """A record ingest did not publish, and why.
+
+    ``status`` is per record: 422 invalid, 409 duplicate event_id, 413 too large once
+    encoded, 503 the bus refused it (retry later).
+    """
+
     index: int
     event_id: str | None
     errors: list[dict[str, str]]  # [{"field": ..., "message": ...}]
-    payload: bytes  # the record exactly as received (JSON)
+    payload: bytes  # the record exactly as received
+    status: int = 422
 
     @property
     def reason(self) -> str:
         return "; ".join(f"{e['field']}: {e['message']}" for e in self.errors)
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A valid record, ready to be encoded and published."""
+
+    index: int
+    record: dict[str, Any]
+    source: RawRecord
+
+    @property
+    def payload(self) -> bytes:
+        return payload_of(self.source)
+
+
 @dataclass
-class IngestResult:
-    accepted: list[dict[str, Any]] = field(default_factory=list)
+class Validation:
+    candidates: list[Candidate] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
 
 
 def _pydantic_errors(exc: ValidationError) -> list[dict[str, str]]:
-    return [{"field": ".".join(str(p) for p in e["loc"]) or "(record)", "message": e["msg"]} for e in exc.errors()]
+    return [{"field": ".".join(str(p) for p in e["loc"]) or "(record)", "message": e["msg"]}
+            for e in exc.errors()[:MAX_PROBLEMS]]
 
 
-def _raw(record: Any) -> bytes:
-    return record if isinstance(record, bytes) else json.dumps(record, default=str).encode()
+def _errors(problems: list[tuple[str, str]]) -> list[dict[str, str]]:
+    return [{"field": f, "message": m} for f, m in problems]
 
 
 class Ingest:
-    """Validates records against their pydantic shape and the model's feature contract.
+    """Validates records against their bounds, their pydantic shape and the model's feature contract.
 
     Parameters
     ----------
     contract_of
         ``model name -> FeatureContract`` of its champion, or None if the model is unknown.
+    bounds
+        The limits every record is held to.
+    clock
+        Epoch ms now, for the event-time window.
     """
 
-    def __init__(self, contract_of: Callable[[str], FeatureContract | None]):
+    def __init__(self, contract_of: Callable[[str], FeatureContract | None], bounds: Bounds | None = None,
+                 clock: Callable[[], int] = now_ms):
         self.contract_of = contract_of
+        self.bounds = bounds or Bounds()
+        self.clock = clock
 
-    def events(self, records: list[Any]) -> IngestResult:
-        return _validate(records, FeatureEventIn, self._event)
+    def events(self, records: list[RawRecord]) -> Validation:
+        return self._validate(records, FeatureEventIn, self._event)
 
-    def labels(self, records: list[Any]) -> IngestResult:
-        return _validate(records, LabelIn, _label)
+    def labels(self, records: list[RawRecord]) -> Validation:
+        return self._validate(records, LabelIn, self._label)
 
-    def _event(self, event: FeatureEventIn) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    def _event(self, event: FeatureEventIn, now: int) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         contract = self.contract_of(event.model)
         if contract is None:
             problems = [("model", f"unknown model {event.model!r}: no champion registered")]
@@ -106,41 +144,54 @@ class Ingest:
             "numeric_features": event.numeric_features,
             "categorical_features": event.categorical_features,
         }
+        problems += time_problems("event_time", record["event_time"], now, self.bounds, past_limited=True)
         return record, problems
 
+    def _label(self, label: LabelIn, now: int) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        record = {
+            "model": label.model,
+            "event_id": label.event_id,
+            "label": str(int(label.label)) if isinstance(label.label, bool) else str(label.label),
+            "value": label.value,
+            "label_time": to_ms(label.label_time) if label.label_time is not None else now,
+        }
+        # Label times are not held to the past window: labels for old events are normal.
+        return record, time_problems("label_time", record["label_time"], now, self.bounds, past_limited=False)
 
-def _label(label: LabelIn) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    record = {
-        "model": label.model,
-        "event_id": label.event_id,
-        "label": str(int(label.label)) if isinstance(label.label, bool) else str(label.label),
-        "value": label.value,
-        "label_time": to_ms(label.label_time) if label.label_time is not None else now_ms(),
-    }
-    return record, []
+    def _validate(self, records: list[RawRecord], shape: type[BaseModel], convert) -> Validation:
+        """Each record through the bounds, its pydantic ``shape``, then ``convert`` (record, problems)."""
+        result = Validation()
+        now = self.clock()
+        for source in records:
+            problems = value_problems(source.value, self.bounds) or feature_count_problems(source.value, self.bounds)
+            if problems:
+                result.rejected.append(self._reject(source, _errors(problems)))
+                continue
+            try:
+                parsed = shape.model_validate(source.value)
+            except ValidationError as exc:
+                result.rejected.append(self._reject(source, _pydantic_errors(exc)))
+                continue
+            record, problems = convert(parsed, now)
+            if problems:
+                result.rejected.append(Rejection(source.index, record["event_id"], _errors(problems),
+                                                 payload_of(source)))
+            else:
+                result.candidates.append(Candidate(source.index, record, source))
+        return result
 
-
-def _validate(records: list[Any], shape: type[BaseModel], convert) -> IngestResult:
-    """Each record through its pydantic ``shape``, then ``convert`` (record, problems)."""
-    result = IngestResult()
-    for index, raw in enumerate(records):
-        try:
-            parsed = shape.model_validate(raw)
-        except ValidationError as exc:
-            result.rejected.append(Rejection(index, _event_id(raw), _pydantic_errors(exc), _raw(raw)))
-            continue
-        record, problems = convert(parsed)
-        if problems:
-            errors = [{"field": f, "message": m} for f, m in problems]
-            result.rejected.append(Rejection(index, record["event_id"], errors, _raw(raw)))
-        else:
-            result.accepted.append(record)
-    return result
+    @staticmethod
+    def _reject(source: RawRecord, errors: list[dict[str, str]]) -> Rejection:
+        return Rejection(source.index, _event_id(source.value), errors, payload_of(source))
 
 
 def _event_id(record: Any) -> str | None:
+    """The record's event_id if it has a usable one (a short, UTF-8-clean string)."""
     value = record.get("event_id") if isinstance(record, dict) else None
-    return value if isinstance(value, str) else None
-
-
-
+    if not isinstance(value, str) or len(value) > 1024:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value

@@ -104,4 +104,22 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        4,
+        "ingest_accepted",
+        [
+            # Ingest's duplicate policy: the (model, event_id) of every feature event it published,
+            # with the sha256 of its canonical content, so a later event with the same id is told
+            # apart from a byte-identical client retry. Read once per batch by key.
+            """
+            CREATE TABLE IF NOT EXISTS ingest_accepted (
+                model LowCardinality(String),
+                event_id String,
+                digest String,
+                accepted_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree
+            ORDER BY (model, event_id)
+            """,
+        ],
+    ),
 ]
