@@ -11,9 +11,11 @@ clients, concurrent writers in separate processes, and durability.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import gzip
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -33,6 +35,9 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 
 ROWS = 100_000
 START_TIMEOUT = 60.0
+#: The endpoint's user and password, created by the ``credentials`` fixture for every server of this module.
+LOGIN: dict[str, str] = {}
+CREDENTIALS_FILE: list[Path] = []
 COLUMNS = ["id", "name", "score", "count", "event_time", "scores", "labels", "model", "error"]
 TABLE_DDL = """
     CREATE TABLE {table} (
@@ -67,13 +72,34 @@ def _ping(port: int) -> bool:
         return False
 
 
+@pytest.fixture(scope="module", autouse=True)
+def credentials(tmp_path_factory) -> None:
+    """One credentials file (0600, as the endpoint would create it) for every server this module starts."""
+    from driftline.store.credentials import load_or_create_credentials
+
+    path = tmp_path_factory.mktemp("credentials") / "store-credentials.json"
+    created = load_or_create_credentials(path)
+    LOGIN.update(username=created.user, password=created.password)
+    CREDENTIALS_FILE[:] = [path]
+
+
+def _basic_auth() -> dict[str, str]:
+    token = base64.b64encode(f"{LOGIN['username']}:{LOGIN['password']}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def _server_command(path: Path, port: int) -> list[str]:
+    return [sys.executable, "-m", "driftline.store.server", "--path", str(path), "--port", str(port),
+            "--credentials", str(CREDENTIALS_FILE[0])]
+
+
 @contextmanager
 def running_server(path: Path, log: Path) -> Iterator[int]:
     """Start the endpoint in its own process and wait (bounded) until /ping answers."""
     port = _free_port()
     with log.open("ab") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "driftline.store.server", "--path", str(path), "--port", str(port)],
+            _server_command(path, port),
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
@@ -106,7 +132,7 @@ def port(tmp_path_factory) -> Iterator[int]:
 
 
 def _client(port: int, **kwargs):
-    return clickhouse_connect.get_client(host="127.0.0.1", port=port, **kwargs)
+    return clickhouse_connect.get_client(host="127.0.0.1", port=port, **LOGIN, **kwargs)
 
 
 # ---------------------------------------------------------------- data
@@ -136,10 +162,12 @@ def rows() -> list[list]:
 
 def test_ping_and_get_queries(port):
     assert _ping(port)
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/?query=SELECT%2040%2B2") as response:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/?query=SELECT%2040%2B2", headers=_basic_auth())
+    with urllib.request.urlopen(request) as response:
         assert response.read() == b"42\n"
     with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/?query=CREATE%20TABLE%20x%20(a%20Int8)%20ENGINE%3DMemory")
+        urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{port}/?query=CREATE%20TABLE%20x%20(a%20Int8)%20ENGINE%3DMemory", headers=_basic_auth()))
     assert err.value.code == 403
     assert err.value.headers["X-ClickHouse-Exception-Code"] == "164"
 
@@ -242,7 +270,7 @@ def test_compressed_responses(port):
 
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/?query=SELECT%20number%20FROM%20numbers(1000)&enable_http_compression=1",
-        headers={"Accept-Encoding": "zstd"},
+        headers={"Accept-Encoding": "zstd", **_basic_auth()},
     )
     with urllib.request.urlopen(request) as response:
         assert response.headers["Content-Encoding"] == "zstd"
@@ -282,11 +310,13 @@ def test_database_parameter_and_use(port):
 
 _WORKER = textwrap.dedent(
     """
+    import os
     import sys
     import clickhouse_connect
 
     port, first, batches, size = map(int, sys.argv[1:])
-    client = clickhouse_connect.get_client(host="127.0.0.1", port=port, compress="lz4")
+    client = clickhouse_connect.get_client(host="127.0.0.1", port=port, compress="lz4",
+                                           username=os.environ["STORE_USER"], password=os.environ["STORE_PASSWORD"])
     for b in range(batches):
         start = first + b * size
         client.insert("concurrent", [[i, f"w{first}"] for i in range(start, start + size)], column_names=["id", "who"])
@@ -299,7 +329,8 @@ def test_two_processes_insert_concurrently(port):
     client.command("CREATE TABLE concurrent (id Int64, who String) ENGINE = ReplacingMergeTree ORDER BY id")
     batches, size = 10, 5_000
     workers = [
-        subprocess.Popen([sys.executable, "-c", _WORKER, str(port), str(first), str(batches), str(size)])
+        subprocess.Popen([sys.executable, "-c", _WORKER, str(port), str(first), str(batches), str(size)],
+                         env={**os.environ, "STORE_USER": LOGIN["username"], "STORE_PASSWORD": LOGIN["password"]})
         for first in (0, 1_000_000)
     ]
     assert [w.wait(timeout=300) for w in workers] == [0, 0]
@@ -315,7 +346,7 @@ def test_data_persists_across_server_restart_and_path_has_one_owner(tmp_path, ro
         client.command(TABLE_DDL.format(table="durable"))
         client.insert("durable", rows[:5000], column_names=COLUMNS)
         second = subprocess.run(
-            [sys.executable, "-m", "driftline.store.server", "--path", str(store), "--port", str(_free_port())],
+            _server_command(store, _free_port()),
             capture_output=True,
             timeout=120,
         )

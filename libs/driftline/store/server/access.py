@@ -74,6 +74,12 @@ MIGRATION_ALTER_ACTIONS = frozenset(
 )  # fmt: skip
 REFUSED_SETTINGS = frozenset({"readonly", "allow_ddl", "allow_introspection_functions", "format_schema"})
 _REFUSED_SETTING_PARTS = re.compile(r"path|file|disk|storage_policy|format_template|named_collection", re.I)
+#: ClickHouse statements this policy refuses as a whole (any other unknown first word is a syntax error).
+CLICKHOUSE_STATEMENTS = frozenset(
+    {"DROP", "DETACH", "ATTACH", "RENAME", "EXCHANGE", "TRUNCATE", "OPTIMIZE", "SYSTEM", "KILL", "GRANT", "REVOKE",
+     "BACKUP", "RESTORE", "DELETE", "UPDATE", "UNDROP", "MOVE", "BEGIN", "START", "COMMIT", "ROLLBACK", "WATCH",
+     "REPLACE", "PARALLEL"}
+)  # fmt: skip
 #: chDB signals its process group for these: never run, whatever the flags.
 PROCESS_GROUP_KILLERS = frozenset({("SYSTEM", "SHUTDOWN"), ("SYSTEM", "KILL")})
 
@@ -123,8 +129,10 @@ class StatementPolicy:
         self._check_reach(tokens)
         _check_settings_clauses(tokens)
         kind = _KIND_CHECKS.get(keyword)
+        if kind is None and keyword not in CLICKHOUSE_STATEMENTS:  # a typo: say so, as ClickHouse's parser would
+            raise ServerError.make(62, "SYNTAX_ERROR", f"Syntax error: unknown statement {keyword or stmt.sql[:20]!r}")
         if kind is None:
-            raise _denied(f"{keyword or 'This'} statements are refused by the driftline store endpoint "
+            raise _denied(f"{keyword} statements are refused by the driftline store endpoint "
                           "(start it with --allow-admin to run them)")
         kind(tokens)
         touches_settings = any(t.is_name and t.name.lower() == "settings" for t in tokens)
