@@ -43,7 +43,9 @@ def _context(settings: Settings, service: str, registry=None) -> Context:
         from driftline.registry.client import RegistryClient
 
         token = settings.registry_token.get_secret_value() if settings.registry_token else None
-        registry = RegistryClient(_require(settings.registry_url, "DRIFTLINE_REGISTRY_URL", service), token)
+        read_token = settings.registry_read_token.get_secret_value() if settings.registry_read_token else None
+        registry = RegistryClient(_require(settings.registry_url, "DRIFTLINE_REGISTRY_URL", service), token,
+                                  read_token=read_token, trusted_types=settings.trusted_types)
     return Context(settings, bus, codec, store, registry)
 
 
@@ -122,7 +124,7 @@ def _serve_http(service: str, host: str, port: int, settings: Settings) -> int:
         from driftline.registry import Registry
         from driftline.services.registry.app import create_app
 
-        registry = Registry(settings.registry_home)
+        registry = Registry(settings.registry_home, trusted_types=settings.trusted_types)
         ctx = _context(settings, service, registry=registry)
         producer = ctx.bus.producer()
 
@@ -132,7 +134,8 @@ def _serve_http(service: str, host: str, port: int, settings: Settings) -> int:
 
         registry.listeners.append(publish)
         token = settings.registry_token.get_secret_value() if settings.registry_token else None
-        app = create_app(registry, token)
+        read_token = settings.registry_read_token.get_secret_value() if settings.registry_read_token else None
+        app = create_app(registry, token, read_token=read_token, max_body_bytes=settings.registry_max_body_bytes)
     else:
         from driftline.services.ingest.app import create_app
         from driftline.services.ingest.gateway import IngestGateway

@@ -1,12 +1,14 @@
 """The registry over HTTP, with the same methods as :class:`driftline.registry.Registry`.
 
-Services in distributed mode use this; the artifact's sha256 is checked here,
-on the loading side, against the metadata the registry returned.
+Services in distributed mode use this; the artifact's sha256 and its type
+names are checked here, on the loading side, against the metadata the registry
+returned and the same exact allow-list the registry applies.
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
 from typing import Any
 
 import httpx
@@ -14,6 +16,7 @@ import httpx
 from driftline.contract import FeatureContract
 from driftline.registry.artifacts import dumps, loads_verified
 from driftline.registry.core import LoadedModel, ModelVersion, RegistryError
+from driftline.registry.trusted_types import validated_extra_types
 
 
 def _version(data: dict[str, Any]) -> ModelVersion:
@@ -21,18 +24,43 @@ def _version(data: dict[str, Any]) -> ModelVersion:
 
 
 class RegistryClient:
-    def __init__(self, url: str, token: str | None = None, timeout_s: float = 30.0):
+    """A registry service at ``url``.
+
+    Parameters
+    ----------
+    url
+        The registry service, e.g. ``http://registry:8001``.
+    token
+        ``DRIFTLINE_REGISTRY_TOKEN``: sent with every request; writes need it.
+    read_token
+        ``DRIFTLINE_REGISTRY_READ_TOKEN``: sent instead of ``token`` to download
+        artifacts, which a registry started with a read token requires.
+    timeout_s
+        Per request.
+    trusted_types
+        Exact type names trusted beyond driftline's allow-list when loading
+        (``Settings.trusted_types``); names driftline never trusts raise ValueError.
+    """
+
+    def __init__(self, url: str, token: str | None = None, timeout_s: float = 30.0, *,
+                 read_token: str | None = None, trusted_types: Iterable[str] = ()):
+        self.trusted_types = validated_extra_types(trusted_types)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._artifact_headers = {"Authorization": f"Bearer {read_token}"} if read_token else {}
         self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout_s)
 
-    def _get(self, path: str, **params: Any) -> httpx.Response:
-        response = self._http.get(path, params=params or None)
+    def _get(self, path: str, headers: dict[str, str] | None = None, **params: Any) -> httpx.Response:
+        response = self._http.get(path, params=params or None, headers=headers)
         return self._check(response)
 
     @staticmethod
     def _check(response: httpx.Response) -> httpx.Response:
         if response.status_code == 404:
             raise RegistryError(response.json().get("detail", response.text))
+        if response.is_client_error:  # say why (e.g. which untrusted type), not just the status
+            raise httpx.HTTPStatusError(
+                f"{response.status_code} from {response.request.method} {response.request.url.path}: "
+                f"{response.text[:2000]}", request=response.request, response=response)
         response.raise_for_status()
         return response
 
@@ -49,8 +77,8 @@ class RegistryClient:
         meta = self.get(model, version) if version is not None else self.resolve(model, alias)
         if meta is None:
             raise RegistryError(f"model {model!r} has no {alias!r} alias")
-        data = self._get(f"/v1/models/{model}/versions/{meta.version}/artifact").content
-        return LoadedModel(meta, loads_verified(data, meta.sha256, f"{model} v{meta.version}"))
+        data = self._get(f"/v1/models/{model}/versions/{meta.version}/artifact", self._artifact_headers).content
+        return LoadedModel(meta, loads_verified(data, meta.sha256, f"{model} v{meta.version}", self.trusted_types))
 
     def models(self) -> list[str]:
         return [m["model"] for m in self._get("/v1/models").json()]
