@@ -240,7 +240,7 @@ def run() -> dict:
 
         producer = KafkaBus(kafka.address).producer()
         codec = Codec(registry_client(apicurio.address))
-        store = Store(store_url)
+        store = Store(store_url, credentials_file=root / "home" / "store-credentials.json")  # as the services find it
         stack.callback(store.close)
         # Warm up: both services connected, the model loaded, the schemas registered.
         warm = _encoded(codec, 10_000_000, 1000, "warm")

@@ -221,7 +221,7 @@ class Cluster:
         self.procs["store"].start()
         self.wait_until("the store endpoint answering /ping",
                         lambda: _http_ok(f"{self.store_url}/ping", b"Ok.\n"), START_TIMEOUT_S, ("store",))
-        self.store = Store(self.store_url)
+        self.store = Store(self.store_url, credentials_file=self.root / "home" / "store-credentials.json")
         for name in ("registry", "ingest", *RUNNERS):
             self.procs[name].start()
         self.wait_until("registry and ingest answering /healthz",

@@ -223,13 +223,17 @@ def test_a_consumer_that_fell_out_of_its_group_rejoins_and_gets_the_batch_again(
 
 @pytest.fixture(scope="module")
 def store_url(tmp_path_factory) -> Iterator[str]:
-    """``driftline store serve`` in its own process, as in a deployment."""
+    """``driftline store serve`` in its own process, as in a deployment; the DSN carries its credentials."""
+    from driftline.store.credentials import load_credentials
+
     root = tmp_path_factory.mktemp("bus-store")
     port = free_port()
     log = root / "store.log"
+    credentials_file = root / "store-credentials.json"
     with log.open("ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "driftline.cli", "store", "serve", "--path", str(root / "store"),
-                                 "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                 "--port", str(port), "--credentials", str(credentials_file)],
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + TIMEOUT_S
@@ -237,7 +241,8 @@ def store_url(tmp_path_factory) -> Iterator[str]:
             assert proc.poll() is None, f"store endpoint exited:\n{log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"store endpoint not up:\n{log.read_text()[-3000:]}"
             time.sleep(0.1)
-        yield url
+        credentials = load_credentials(credentials_file)
+        yield f"http://{credentials.user}:{credentials.password}@127.0.0.1:{port}"
     finally:
         proc.terminate()
         try:
