@@ -2,7 +2,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from driftline.contract import FeatureContract
-from driftline.registry import Registry, RegistryError, TamperedArtifact
+from driftline.registry import InvalidModelName, Registry, RegistryError, TamperedArtifact
 
 CONTRACT = FeatureContract(numeric=("x",))
 
@@ -60,3 +60,19 @@ def test_unknown_things_raise_clear_errors(registry):
         registry.set_alias("m", "king", 1, actor="a", reason="")
     with pytest.raises(RegistryError, match="no previous version"):
         registry.rollback("m", actor="a", reason="")
+
+
+def test_a_decision_on_a_missing_version_writes_no_audit_row(registry):
+    registry.register("m", fitted(), CONTRACT, actor="a")
+    with pytest.raises(RegistryError, match="no version 2"):
+        registry.record("m", 2, "rejected", actor="a", reason="r")
+    with pytest.raises(RegistryError, match="no version"):
+        registry.record("m", 2**64, "rejected", actor="a", reason="r")
+    assert [a["action"] for a in registry.audit_log()] == ["registered"]
+
+
+def test_model_names_are_bounded(registry):
+    for name in ("", "-m", "m" * 129, "m/../x", "m\x00"):
+        with pytest.raises(InvalidModelName):
+            registry.register(name, fitted(), CONTRACT, actor="a")
+    assert registry.models() == []
