@@ -25,13 +25,22 @@ USE before each statement, and only when they differ from what the previous
 statement ran with, so a request never sees another's settings and a steady
 stream of requests costs no extra statements.
 
-Run it with ``python -m driftline.store.server --path P --port N``.
-There is no authentication: bind it to 127.0.0.1 (the default).
+Run it with ``driftline store serve`` (or ``python -m driftline.store.server
+--path P --port N``). It is not an open door: every request but ``/ping``
+needs the user and password from a 0600 file under ``DRIFTLINE_HOME``
+(``driftline.store.credentials``, created on first start, read by
+driftline's own clients), any request from a web browser (``Origin``) is
+refused, and a deny-by-default statement policy refuses what would reach
+files, URLs, other databases or programs, and what destroys or administers,
+unless the operator starts it with ``--allow-admin``. It binds to loopback
+unless told otherwise, and ``--no-auth`` is refused off loopback.
 
 One module per concept: ``errors`` (ClickHouse-style errors), ``compression``
 (request/response bodies), ``statements`` (what a request asks to run),
 ``options`` (URL and form parameters), ``sessions`` (``session_id`` state),
-``engine`` (the chDB connection) and ``app`` (HTTP, ASGI and entry points).
+``auth`` (who may call), ``lexer`` (ClickHouse's tokens), ``access`` (what a
+caller may run), ``engine`` (the chDB connections) and ``app`` (HTTP, ASGI
+and entry points).
 """
 
 from __future__ import annotations
