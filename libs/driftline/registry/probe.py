@@ -39,9 +39,9 @@ import sys
 import time
 from typing import Any, BinaryIO
 
-import skops.io  # noqa: F401  (imported here, before any fork, so children start warm)
+import skops.io  # imported here, before any fork, so children start warm
 
-from driftline.registry.artifacts import UntrustedArtifact, check_trusted, loads_verified, sha256_hex
+from driftline.registry.artifacts import UntrustedArtifact, check_trusted
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 
@@ -107,11 +107,7 @@ def check_in_this_process(data: bytes, task: str, extra_trusted_types: frozenset
     _limit_resources(timeout_s, memory_bytes)
     sys.addaudithook(_refuse_side_effects)
     try:
-        model = loads_verified(data, sha256_hex(data), where, extra_trusted_types)
-    except UntrustedArtifact as exc:
-        cause = exc.__cause__
-        reason = f"{where} does not load: {type(cause).__name__}: {cause}" if cause else str(exc)
-        return {"ok": False, "reason": reason}
+        model = skops.io.loads(data, trusted=names)  # exactly the names checked above
     except BaseException as exc:  # SandboxViolation, MemoryError, anything the load raised
         return {"ok": False, "reason": f"{where} does not load: {type(exc).__name__}: {exc}"}
     required = ("predict", "predict_proba") if task == "classification" else ("predict",)
