@@ -235,7 +235,8 @@ def serve(
     import uvicorn
 
     if no_auth and not is_loopback(host):
-        raise SystemExit(f"refusing to serve the store on {host} without authentication: --no-auth is for loopback only")
+        raise SystemExit(f"refusing to serve the store on {host} without authentication: "
+                         "--no-auth is for loopback only")
     credentials = None if no_auth else load_or_create_credentials(credentials_file)
     try:
         app = make_app(path, credentials, allow_admin=allow_admin)

@@ -32,11 +32,13 @@ BROWSER_SITES_REFUSED = frozenset({"cross-site", "same-site"})
 def refuse_browser_requests(headers: Mapping[str, str]) -> None:
     """Raise 403 for a request a web page could have made (``headers`` keys are lower-case)."""
     if "origin" in headers:
-        raise ServerError.make(
-            497, "ACCESS_DENIED", "Requests with an Origin header (from a web browser) are refused by the driftline store endpoint"
-        )
+        raise _refused("Requests with an Origin header (from a web browser) are refused by the store endpoint")
     if headers.get("sec-fetch-site", "").lower() in BROWSER_SITES_REFUSED:
-        raise ServerError.make(497, "ACCESS_DENIED", "Cross-site browser requests are refused by the driftline store endpoint")
+        raise _refused("Cross-site browser requests are refused by the driftline store endpoint")
+
+
+def _refused(message: str) -> ServerError:
+    return ServerError.make(497, "ACCESS_DENIED", message)
 
 
 class Authenticator:
