@@ -78,14 +78,33 @@ def _name(key: Any) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _join(path: str, key: Any) -> str:
-    return _name(key) if path == "(record)" else f"{path}.{_name(key)}"
+#: A field path while walking: None for the record itself, else (parent path, key). Rendered
+#: only when a problem is found, so a clean record costs no string building.
+Path = tuple | None
+
+
+def _render(path: Path) -> str:
+    keys = []
+    while path is not None:
+        path, key = path
+        keys.append(_name(key))
+    return ".".join(reversed(keys)) or "(record)"
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def value_problems(value: Any, bounds: Bounds) -> list[tuple[str, str]]:
     """``(field, message)`` for every value in ``value`` that breaks ``bounds``; empty if none.
 
-    Walks with an explicit stack, so no input can exhaust Python's recursion limit.
+    Walks with an explicit stack, so no input can exhaust Python's recursion limit. It runs
+    on every record of every batch (the embedded demo's too), so the common case — plain
+    str, float, int, dict — is tested by exact type first.
 
     Examples
     --------
@@ -94,52 +113,115 @@ def value_problems(value: Any, bounds: Bounds) -> list[tuple[str, str]]:
     """
     if isinstance(value, TooDeep):
         return [("(record)", f"nested {value.depth} deep; at most {bounds.max_depth}")]
-    problems: list[tuple[str, str]] = []
-    stack: list[tuple[Any, str, int]] = [(value, "(record)", 1)]
+    problems: list[tuple[Path, str]] = []
+    leaf = _LeafCheck(bounds)
+    problem = leaf(value)
+    if problem is _CONTAINER:
+        value = dict(value) if isinstance(value, dict) else list(value)
+    elif problem is not None:  # a record that is itself a scalar (or an odd type)
+        problems.append((None, problem))
+    # Containers only go on the stack; their scalar members are checked on the spot.
+    stack: list[tuple[Any, Path, int]] = [(value, None, 1)] if type(value) in (dict, list) else []
     while stack and len(problems) < MAX_PROBLEMS:
         item, path, depth = stack.pop()
-        if isinstance(item, str):
-            problems.extend((path, m) for m in _string_problems(item, bounds))
-        elif isinstance(item, bool) or item is None:
+        if depth > bounds.max_depth:
+            problems.append((path, f"nested deeper than {bounds.max_depth}"))
             continue
-        elif isinstance(item, int):
-            if not INT64_MIN <= item <= INT64_MAX:
-                problems.append((path, "integer outside 64 bits"))
-            elif bounds.max_abs_number is not None and abs(item) > bounds.max_abs_number:
-                problems.append((path, f"magnitude above {bounds.max_abs_number:g}"))
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                problems.append((path, "number is not finite (NaN, Infinity, or beyond ±1.8e308)"))
-            elif bounds.max_abs_number is not None and abs(item) > bounds.max_abs_number:
-                problems.append((path, f"magnitude above {bounds.max_abs_number:g}"))
-        elif isinstance(item, OversizeInt):
-            problems.append((path, "integer outside 64 bits"))
-        elif isinstance(item, (dict, list)):
-            if depth > bounds.max_depth:
-                problems.append((path, f"nested deeper than {bounds.max_depth}"))
+        if type(item) is dict:
+            if leaf.flat_and_fine(item):
                 continue
-            if isinstance(item, dict):
-                for key, child in reversed(item.items()):
-                    child_path = _join(path, key)
-                    if isinstance(key, str):
-                        # keys are strings too: the same limits, reported under the key
-                        problems.extend((child_path, m) for m in _string_problems(key, bounds))
-                    stack.append((child, child_path, depth + 1))
-            else:
-                for position in range(len(item) - 1, -1, -1):
-                    stack.append((item[position], _join(path, position), depth + 1))
+            members = item.items()
+            for key, child in ([] if leaf.keys_fine(item) else members):
+                if type(key) is not str:  # only in-process callers can hand over such keys
+                    problems.append(((path, key), "a key that is not a string"))
+                elif not leaf.fine_string(key):
+                    # keys are strings too: the same limits, reported under the key
+                    problems.extend(((path, key), m) for m in _string_problems(key, bounds))
+        else:
+            members = enumerate(item)
+        for key, child in members:
+            kind = type(child)
+            if kind is dict or kind is list:
+                stack.append((child, (path, key), depth + 1))
+            elif (problem := leaf(child)) is not None:
+                if problem is _CONTAINER:  # a subclass of dict or list, or a tuple: walked as one
+                    stack.append((dict(child) if isinstance(child, dict) else list(child), (path, key), depth + 1))
+                else:
+                    problems.append(((path, key), problem))
+    return sorted((_render(path), message) for path, message in problems[:MAX_PROBLEMS])
+
+
+_CONTAINER = "(container)"
+
+
+class _LeafCheck:
+    """Checks one non-container value; None when it is fine. Exact types first: it runs on every
+    value of every record (the embedded demo's too)."""
+
+    def __init__(self, bounds: Bounds):
+        self.max_chars, self.max_abs = bounds.max_string_chars, bounds.max_abs_number
+
+    def keys_fine(self, mapping: dict) -> bool:
+        """Whether every key is a short ASCII string (the usual case), checked at C speed."""
+        try:
+            return not mapping or ("".join(mapping).isascii() and max(map(len, mapping)) <= self.max_chars)
+        except TypeError:  # a key that is not a string
+            return False
+
+    def flat_and_fine(self, mapping: dict) -> bool:
+        """Whether ``mapping`` is a feature map that passes: short ASCII keys, and values all
+        plain finite floats or all short ASCII strings. Checked with C-speed builtins, so a
+        well-formed event costs a few microseconds; anything else takes the per-value walk."""
+        if not mapping:
+            return True
+        if not self.keys_fine(mapping):
+            return False
+        values = mapping.values()
+        kinds = set(map(type, values))
+        if kinds == {float}:
+            # A NaN or an infinity makes the sum non-finite; so can an overflow of finite
+            # values, which then takes the slow path and passes there.
+            return math.isfinite(sum(values)) and (self.max_abs is None or max(map(abs, values)) <= self.max_abs)
+        if kinds == {str}:
+            return "".join(values).isascii() and max(map(len, values)) <= self.max_chars
+        return False
+
+    def fine_string(self, text: str) -> bool:
+        return len(text) <= self.max_chars and (text.isascii() or _utf8(text))
+
+    def __call__(self, item: Any) -> str | None:
+        kind = type(item)
+        if kind is float:
+            if not math.isfinite(item):
+                return "number is not finite (NaN, Infinity, or beyond ±1.8e308)"
+        elif kind is str:
+            if not self.fine_string(item):
+                return "; ".join(_string_problems(item, self))
+            return None
+        elif kind is int:
+            if not INT64_MIN <= item <= INT64_MAX:
+                return "integer outside 64 bits"
+        elif item is None or kind is bool or kind is dict or kind is list:
+            return None
+        elif isinstance(item, OversizeInt):
+            return "integer outside 64 bits"
+        elif isinstance(item, (dict, list, tuple)):
+            return _CONTAINER
+        elif isinstance(item, (str, int, float)):  # numpy floats, str enums... from in-process callers
+            return self(str(item) if isinstance(item, str) else float(item) if isinstance(item, float) else int(item))
         else:  # only in-process callers can hand over other types
-            problems.append((path, f"not a JSON value ({type(item).__name__})"))
-    return problems[:MAX_PROBLEMS]
+            return f"not a JSON value ({type(item).__name__})"
+        if self.max_abs is not None and abs(item) > self.max_abs:
+            return f"magnitude above {self.max_abs:g}"
+        return None
 
 
-def _string_problems(text: str, bounds: Bounds) -> list[str]:
+def _string_problems(text: str, bounds: Bounds | _LeafCheck) -> list[str]:
+    limit = bounds.max_string_chars if isinstance(bounds, Bounds) else bounds.max_chars
     problems = []
-    if len(text) > bounds.max_string_chars:
-        problems.append(f"string of {len(text)} characters; at most {bounds.max_string_chars}")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
+    if len(text) > limit:
+        problems.append(f"string of {len(text)} characters; at most {limit}")
+    if not _utf8(text):
         problems.append("not valid UTF-8 (a lone surrogate or undecodable bytes)")
     return problems
 

@@ -22,19 +22,22 @@ Pure: the accepted digests are looked up by the gateway.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
 Key = tuple[str, str]  # (model, event_id)
 
 
-def canonical_digest(record: dict[str, Any]) -> str:
-    """sha256 of the record's canonical JSON: the same event however the client spelled it
-    (``1E12`` or ``1000000000000.0``, keys in any order, an ISO or an epoch-ms time)."""
-    canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+def canonical_digest(encoded: bytes) -> str:
+    """sha256 of an event's Avro body (the Confluent header — magic byte, schema id — left out).
+
+    Ingest builds records canonically (times in epoch ms, feature maps in key order), so
+    this is the same for the same event however the client spelled it: ``1E12`` or
+    ``1000000000000.0``, keys in any order, an ISO or an epoch-ms time. Hashing the bytes
+    already encoded for the topic costs about a microsecond, where re-serialising each
+    record as sorted JSON cost a quarter of a 1,000-event batch's validation time.
+    """
+    return hashlib.sha256(memoryview(encoded)[5:]).hexdigest()
 
 
 class Verdict(Enum):

@@ -204,7 +204,7 @@ class IngestGateway:
     def _apply_duplicate_policy(self, encoded: list[_Encoded], result: IngestResult) -> _Plan:
         """The events to publish; the others become already-accepted, repeats or duplicate rejections."""
         claims = [Claim(e.candidate.index, (e.candidate.record["model"], e.candidate.record["event_id"]),
-                        canonical_digest(e.candidate.record)) for e in encoded]
+                        canonical_digest(e.value)) for e in encoded]
         plan = _Plan([], digests={c.index: c.digest for c in claims}, keys={c.index: c.key for c in claims})
         for item, decision in zip(encoded, decide(claims, self._accepted_before([c.key for c in claims]))):
             if decision.verdict is Verdict.NEW:

@@ -141,8 +141,10 @@ class Ingest:
             "event_id": event.event_id,
             "entity_id": event.entity_id,
             "event_time": to_ms(event.event_time),
-            "numeric_features": event.numeric_features,
-            "categorical_features": event.categorical_features,
+            # In key order: the same event always encodes to the same bytes (the duplicate
+            # policy compares digests of them).
+            "numeric_features": dict(sorted(event.numeric_features.items())),
+            "categorical_features": dict(sorted(event.categorical_features.items())),
         }
         problems += time_problems("event_time", record["event_time"], now, self.bounds, past_limited=True)
         return record, problems
