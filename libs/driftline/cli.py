@@ -60,7 +60,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     settings = Settings()
     store = Store(settings.resolved_store_dsn)
-    registry = Registry(settings.registry_home)
+    registry = Registry(settings.registry_home, trusted_types=settings.trusted_types)
     try:
         store.migrate()
         path = write_report(store, registry, Path(args.out), args.model)

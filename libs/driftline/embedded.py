@@ -28,7 +28,8 @@ class Embedded:
         self.codec = Codec(registry_client(None))
         self.store = Store(self.settings.resolved_store_dsn)
         self.store.migrate()
-        self.registry = Registry(self.settings.registry_home)
+        self.registry = Registry(self.settings.registry_home, trusted_types=self.settings.trusted_types)
+        self.registry.warm_load_probe()  # the retrainer registers challengers
         self._model_events = self.bus.producer()
         self._contracts: dict[str, object] = {}
         self.registry.listeners.append(self._publish_model_event)

@@ -125,6 +125,7 @@ def _serve_http(service: str, host: str, port: int, settings: Settings) -> int:
         from driftline.services.registry.app import create_app
 
         registry = Registry(settings.registry_home, trusted_types=settings.trusted_types)
+        registry.warm_load_probe()
         ctx = _context(settings, service, registry=registry)
         producer = ctx.bus.producer()
 

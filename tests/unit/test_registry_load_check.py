@@ -176,3 +176,17 @@ def test_a_function_is_refused_unless_configured_by_exact_name(tmp_path, probe):
 def test_the_probe_runs_in_its_own_network_namespace(probe):
     probe.check(sio.dumps(LogisticRegression().fit(X, Y)), "classification")  # started and warm
     assert os.readlink(f"/proc/{probe._process.pid}/ns/net") != os.readlink("/proc/self/ns/net")
+
+
+def test_the_embedded_mode_trusts_the_configured_names(settings, monkeypatch):
+    from driftline.config import Settings
+    from driftline.embedded import Embedded
+
+    monkeypatch.setenv("DRIFTLINE_TRUSTED_TYPES", '["numpy.log1p"]')
+    embedded = Embedded(Settings())
+    try:
+        pipeline = make_pipeline(FunctionTransformer(np.log1p), LogisticRegression()).fit(X, Y)
+        embedded.registry.register("m", pipeline, CLASSIFIER, actor="a")
+        assert embedded.registry.load("m", version=1).estimator.predict([[3.0]]).tolist() == ["1"]
+    finally:
+        embedded.close()

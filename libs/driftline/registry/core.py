@@ -103,12 +103,14 @@ class Registry:
         (``Settings.trusted_types``). Names driftline never trusts raise ValueError.
     load_probe
         The sandboxed load check new versions must pass; by default one warm
-        probe shared by every registry of this process.
+        probe shared by every registry of this process, started at the first
+        registration or by :meth:`warm_load_probe` (a registry that only reads
+        never starts it).
     """
 
     def __init__(self, home: Path, *, trusted_types: Iterable[str] = (), load_probe: LoadProbe | None = None):
         self.trusted_types = validated_extra_types(trusted_types)
-        self.load_probe = load_probe if load_probe is not None else shared_load_probe()
+        self._load_probe = load_probe
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True)
         self.artifacts = ArtifactStore(self.home / "artifacts")
@@ -118,6 +120,16 @@ class Registry:
         self._db.executescript(_SCHEMA)
         self._lock = threading.RLock()
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
+
+    @property
+    def load_probe(self) -> LoadProbe:
+        if self._load_probe is None:
+            self._load_probe = shared_load_probe()
+        return self._load_probe
+
+    def warm_load_probe(self) -> None:
+        """Start the load check's process now, in the background, so the first registration does not wait for it."""
+        self.load_probe  # noqa: B018 - the property starts it
 
     # -- writes ---------------------------------------------------------------------------
 
