@@ -51,8 +51,10 @@ class Settings(BaseSettings):
     retrain_max_rows: int = Field(50_000, ge=10, description="most recent labelled rows used at most")
     retrain_wait_ms: int = Field(3_600_000, ge=0, description="how long a request waits for enough labels")
 
-    # ingest (issue 8: bounds and duplicate policy)
+    # ingest: who may post, and the bounds of what it accepts
     # Every record over a bound is rejected on its own and kept in dead_letters; see SECURITY.md.
+    ingest_token: SecretStr | None = Field(
+        None, description="When set, POST /v1/events and /v1/labels need Authorization: Bearer <this>; 401 otherwise.")
     ingest_max_body_bytes: int = Field(16 << 20, ge=1024, description="Largest request body; 413 past it (not stored).")
     ingest_max_records: int = Field(10_000, ge=1, description="Most records in one body; 413 past it.")
     ingest_max_depth: int = Field(32, ge=2, le=256, description="Most containers nested in one record (an event is 2).")
@@ -65,7 +67,7 @@ class Settings(BaseSettings):
                                            "null: back to 1900. Label times are not held to it.")
     ingest_max_abs_number: float | None = Field(None, gt=0, description="Largest |number| in a record; null: any finite.")
 
-    # registry and artifacts (issue 8: allow-listed types, read token)
+    # registry and artifacts: allow-listed types, read token
     trusted_types: list[str] = Field(
         default_factory=list,
         description='Exact type names a model artifact may build beyond driftline\'s allow-list, as JSON, '

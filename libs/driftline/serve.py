@@ -148,7 +148,8 @@ def _serve_http(service: str, host: str, port: int, settings: Settings) -> int:
         # Dead letters travel on a producer of their own: a dlq delivery failure is never
         # reported against the events of a later request.
         app = create_app(IngestGateway(ingest, ctx.bus.producer(), ctx.codec, ctx.store,
-                                       dlq_producer=ctx.bus.producer()))
+                                       dlq_producer=ctx.bus.producer()),
+                         token=settings.ingest_token.get_secret_value() if settings.ingest_token else None)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     server.should_exit = stopping.is_set()
     try:

@@ -1,5 +1,10 @@
 """ingest's HTTP API: ``POST /v1/events`` and ``POST /v1/labels``, one JSON record or a list.
 
+Who may call it: anyone who reaches the port, unless the server has a token
+(``DRIFTLINE_INGEST_TOKEN``); then a POST needs ``Authorization: Bearer
+<token>`` and answers 401 without it (nothing of it is read or stored).
+``GET /healthz`` is always open.
+
 Status: 200 all accepted (a byte-identical retry of an accepted event counts as
 accepted); 207 some accepted; 422 none accepted, each record refused for itself;
 503 none accepted because the bus (or the store) refused — retry after the
@@ -18,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from driftline.bearer import bearer_matches
 from driftline.topics import FEATURES, LABELS
 from driftline.services.ingest.gateway import RETRY_AFTER_S, IngestGateway
 
@@ -41,10 +47,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(gateway: IngestGateway) -> FastAPI:
+def create_app(gateway: IngestGateway, token: str | None = None) -> FastAPI:
+    """The ingest API over ``gateway``; with ``token``, POSTs need ``Authorization: Bearer <token>``."""
     app = FastAPI(title="driftline ingest", version="1")
 
     async def submit(topic: str, request: Request) -> JSONResponse:
+        if token is not None and not bearer_matches(request.headers.get("authorization"), token):
+            return JSONResponse({"detail": "missing or wrong bearer token (DRIFTLINE_INGEST_TOKEN)"}, status_code=401,
+                                headers={"WWW-Authenticate": "Bearer", "Connection": "close"})
         limit = gateway.bounds.max_body_bytes
         try:
             body = await read_body(request, limit)

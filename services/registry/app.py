@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from driftline.bearer import bearer_matches
 from driftline.contract import FeatureContract
 from driftline.registry import InvalidModelName, ProbeUnavailable, Registry, RegistryError, UntrustedArtifact
 from driftline.registry.card import model_card
@@ -92,13 +92,6 @@ class Decision(BaseModel):
     reason: Reason
 
 
-def _bearer_matches(request: Request, *tokens: str | None) -> bool:
-    given = request.headers.get("authorization", "").encode()
-    # Compare with every configured token (no early exit) so timing says nothing about which matched.
-    matches = [hmac.compare_digest(given, f"Bearer {t}".encode()) for t in tokens if t]
-    return any(matches)
-
-
 def create_app(registry: Registry, token: str | None, *, read_token: str | None = None,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     """The registry API over ``registry``.
@@ -120,11 +113,11 @@ def create_app(registry: Registry, token: str | None, *, read_token: str | None 
     def require_token(request: Request) -> None:
         if token is None:
             raise HTTPException(401, "writes are disabled: the server has no DRIFTLINE_REGISTRY_TOKEN")
-        if not _bearer_matches(request, token):
+        if not bearer_matches(request.headers.get("authorization"), token):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     def require_read_token(request: Request) -> None:
-        if read_token is not None and not _bearer_matches(request, read_token, token):
+        if read_token is not None and not bearer_matches(request.headers.get("authorization"), read_token, token):
             raise HTTPException(401, "artifact downloads need the registry's read token",
                                 headers={"WWW-Authenticate": "Bearer"})
 

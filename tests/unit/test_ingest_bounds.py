@@ -28,14 +28,14 @@ EVENTS = feature_events(CreditScenario().generate(0, 200))
 class Served:
     """An embedded app whose ingest listens on a real port, and a probe on the features topic."""
 
-    def __init__(self, settings):
+    def __init__(self, settings, token: str | None = None):
         self.app = Embedded(settings)
         train_first_model(self.app, CreditScenario(), rows=1500)
         self.features = self.app.bus.consumer("probe", [FEATURES])
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(create_app(self.app.ingest), log_level="warning"))
+        self.server = uvicorn.Server(uvicorn.Config(create_app(self.app.ingest, token=token), log_level="warning"))
         self.started = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(sock,), daemon=True)
         self.thread.start()
@@ -56,8 +56,9 @@ class Served:
                     self.thread.join(0.1)
         raise AssertionError("ingest did not come up")
 
-    def post(self, body: bytes, route: str = "/v1/events", **kwargs) -> httpx.Response:
-        return self.client.post(route, content=body, headers={"Content-Type": "application/json"}, **kwargs)
+    def post(self, body: bytes, route: str = "/v1/events", headers: dict | None = None, **kwargs) -> httpx.Response:
+        return self.client.post(route, content=body, headers={"Content-Type": "application/json", **(headers or {})},
+                                **kwargs)
 
     def published(self) -> list[str]:
         out = []
@@ -208,3 +209,19 @@ def test_event_times_outside_the_window_are_rejected_before_anyone_is_told_they_
     assert response.status_code == 207 and answer["accepted_indexes"] == [2, 3]
     assert [r["errors"][0]["field"] for r in answer["rejected"]] == ["event_time", "event_time"]
     assert len(served.published()) == 2
+
+
+def test_with_a_token_configured_a_post_needs_it_and_nothing_unauthenticated_is_stored(settings):
+    served = Served(settings, token="s3cret-ingest-token")
+    try:
+        body = batch(record(0), record(1))
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic czNjcmV0"}):
+            response = served.post(body, headers=headers)
+            assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+        assert served.published() == [] and served.dead_letters() == []
+        assert served.client.get("/healthz").status_code == 200
+        response = served.post(body, headers={"Authorization": "Bearer s3cret-ingest-token"})
+        assert response.status_code == 200 and response.json()["accepted"] == 2
+        assert sorted(served.published()) == sorted(e["event_id"] for e in EVENTS[:2])
+    finally:
+        served.close()
