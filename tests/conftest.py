@@ -1,4 +1,4 @@
-"""Fixtures shared by every test: an isolated DRIFTLINE_HOME and a store inside it.
+"""Fixtures shared by every test: an isolated DRIFTLINE_HOME, a store inside it, a registry.
 
 Under ``CI=true`` a skipped test fails: CI must run everything (a skip that
 passes as green would hide a missing part).
@@ -11,6 +11,7 @@ import os
 import pytest
 
 from driftline.config import Settings
+from driftline.registry import Registry
 from driftline.store import Store
 
 
@@ -27,6 +28,14 @@ def store(settings):
     s.migrate()
     yield s
     s.close()
+
+
+@pytest.fixture
+def registry(tmp_path):
+    """A local registry in its own folder (sharing the process's one warm load check)."""
+    r = Registry(tmp_path / "registry")
+    yield r
+    r.close()
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -139,13 +139,6 @@ def marker(tmp_path) -> Path:
 
 
 @pytest.fixture
-def registry(tmp_path):
-    r = Registry(tmp_path / "registry")
-    yield r
-    r.close()
-
-
-@pytest.fixture
 def live_registry(registry):
     """The registry API served by uvicorn on a free 127.0.0.1 port; yields its URL."""
     server = uvicorn.Server(uvicorn.Config(create_app(registry, TOKEN), host="127.0.0.1", port=0, log_level="error"))

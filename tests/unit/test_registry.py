@@ -2,20 +2,13 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from driftline.contract import FeatureContract
-from driftline.registry import InvalidModelName, Registry, RegistryError, TamperedArtifact
+from driftline.registry import InvalidModelName, RegistryError, TamperedArtifact
 
 CONTRACT = FeatureContract(numeric=("x",))
 
 
 def fitted(c=1.0):
     return LogisticRegression(C=c).fit([[0.0], [1.0], [2.0], [3.0]], ["0", "0", "1", "1"])
-
-
-@pytest.fixture
-def registry(tmp_path):
-    r = Registry(tmp_path / "registry")
-    yield r
-    r.close()
 
 
 def test_register_alias_and_load_verified(registry):

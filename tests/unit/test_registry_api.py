@@ -5,7 +5,7 @@ from fastapi.testclient import TestClient
 from sklearn.linear_model import LogisticRegression
 
 from driftline.contract import FeatureContract
-from driftline.registry import Registry, TamperedArtifact
+from driftline.registry import TamperedArtifact
 from driftline.registry.client import RegistryClient
 from driftline.services.registry.app import create_app
 
@@ -15,13 +15,6 @@ TOKEN = "test-token-not-a-secret"
 
 def fitted():
     return LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], ["0", "0", "1", "1"])
-
-
-@pytest.fixture
-def registry(tmp_path):
-    r = Registry(tmp_path / "registry")
-    yield r
-    r.close()
 
 
 def client_for(registry, token):

@@ -9,7 +9,6 @@ from fastapi.testclient import TestClient
 from sklearn.linear_model import LogisticRegression
 
 from driftline.contract import FeatureContract
-from driftline.registry import Registry
 from driftline.registry.artifacts import dumps
 from driftline.registry.client import RegistryClient
 from driftline.services.registry.app import create_app
@@ -21,13 +20,6 @@ WRITE = {"Authorization": f"Bearer {TOKEN}"}
 
 def artifact_b64() -> str:
     return base64.b64encode(dumps(LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], ["0", "0", "1", "1"]))).decode()
-
-
-@pytest.fixture
-def registry(tmp_path):
-    r = Registry(tmp_path / "registry")
-    yield r
-    r.close()
 
 
 @pytest.fixture
