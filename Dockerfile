@@ -31,7 +31,7 @@ COPY schemas ./schemas
 COPY services ./services
 RUN pip install -c constraints.txt . \
  && driftline --help > /dev/null \
- && python -c "import driftline.serve, driftline.services.registry.app, driftline.services.ingest.app"
+ && python -c "import driftline.entry.serve, driftline.services.registry.app, driftline.services.ingest.app"
 
 # ---------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE}

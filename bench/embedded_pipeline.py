@@ -18,9 +18,9 @@ from driftline.bus import next_offsets
 from driftline.bus.memory import MemoryBus
 from driftline.codec import Codec, registry_client
 from driftline.config import Settings
-from driftline.demo import DemoPlan, feature_events, run_demo
+from driftline.entry.demo import DemoPlan, feature_events, run_demo
 from driftline.runner import Runner
-from driftline.scenario import CreditScenario
+from driftline.entry.scenario import CreditScenario
 from driftline.topics import FEATURES
 
 EVENTS = int(os.environ.get("BENCH_EVENTS", "50000"))

@@ -37,10 +37,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from bench.common import report
 from driftline.bus.kafka import KafkaBus, KafkaProducer
 from driftline.codec import Codec, registry_client
-from driftline.demo import TRAINING_OFFSET, feature_events
+from driftline.entry.demo import TRAINING_OFFSET, feature_events
 from driftline.models import DEFAULT_RECIPE
 from driftline.registry.client import RegistryClient
-from driftline.scenario import CONTRACT, MODEL, CreditScenario
+from driftline.entry.scenario import CONTRACT, MODEL, CreditScenario
 from driftline.store import Store
 from driftline.testing.kafka import free_port, start_apicurio, start_kafka
 from driftline.timeutil import to_ms
@@ -56,13 +56,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class Processes:
-    """``python -m driftline.cli ...`` children, each logging to its own file; stopped with SIGTERM."""
+    """``python -m driftline.entry.cli ...`` children, each logging to its own file; stopped with SIGTERM."""
 
     def __init__(self, root: Path, env: dict[str, str]):
         self.root, self.env, self.procs = root, env, {}
 
     def start(self, name: str, *args: str) -> None:
-        cmd = [sys.executable, "-m", "driftline.cli", *args]
+        cmd = [sys.executable, "-m", "driftline.entry.cli", *args]
         if setpriv := shutil.which("setpriv"):
             cmd = [setpriv, "--pdeathsig", "KILL", "--", *cmd]
         with (self.root / f"{name}.log").open("ab") as log:

@@ -10,7 +10,7 @@ EVENTS = 100_000
 
 def driftline(home, *args):
     env = {**os.environ, "DRIFTLINE_HOME": str(home)}
-    done = subprocess.run([sys.executable, "-m", "driftline.cli", *args], env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "driftline.entry.cli", *args], env=env, capture_output=True, text=True,
                           timeout=900)
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -46,7 +46,7 @@ def test_the_demo_leaves_a_home_with_foreign_files_alone(tmp_path):
     home.mkdir()
     (home / "notes.txt").write_text("mine")
     env = {**os.environ, "DRIFTLINE_HOME": str(home)}
-    done = subprocess.run([sys.executable, "-m", "driftline.cli", "demo", "--events", "1000"], env=env,
+    done = subprocess.run([sys.executable, "-m", "driftline.entry.cli", "demo", "--events", "1000"], env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "not resetting" in done.stderr
     assert (home / "notes.txt").read_text() == "mine"

@@ -7,7 +7,7 @@ yields exactly one RetrainRequest.
 
 from driftline.codec import Codec
 from driftline.config import Settings
-from driftline.demo import EPOCH_MS, EVENT_SPACING_MS, WINDOW_MS, DemoPlan, run_demo
+from driftline.entry.demo import EPOCH_MS, EVENT_SPACING_MS, WINDOW_MS, DemoPlan, run_demo
 from driftline.store import Store
 
 SHIFT_AT = 50_000

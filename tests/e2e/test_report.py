@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from driftline.config import Settings
-from driftline.demo import DemoPlan, run_demo
+from driftline.entry.demo import DemoPlan, run_demo
 from driftline.registry import Registry
-from driftline.report import COVERAGE_COLOUR, MARKER_COLOUR, PSI_COLOURS, VERSION_COLOURS, write_report
+from driftline.entry.report import COVERAGE_COLOUR, MARKER_COLOUR, PSI_COLOURS, VERSION_COLOURS, write_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_INSTALL = "apt-get update && apt-get install -y chromium"
@@ -59,7 +59,7 @@ def test_the_demo_writes_a_self_contained_report_with_every_section(demo):
 
 
 def test_driftline_report_command_and_an_empty_store(demo, tmp_path, monkeypatch):
-    from driftline.cli import main
+    from driftline.entry.cli import main
 
     home, _ = demo
     monkeypatch.setenv("DRIFTLINE_HOME", str(home / "home"))

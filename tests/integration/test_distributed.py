@@ -35,10 +35,10 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import StringDeserializer
 
 from driftline import __version__
-from driftline.demo import COUNT_JOINED, COUNT_PREDICTIONS, EPOCH_MS, EVENT_SPACING_MS, TRAINING_OFFSET, feature_events
+from driftline.entry.demo import COUNT_JOINED, COUNT_PREDICTIONS, EPOCH_MS, EVENT_SPACING_MS, TRAINING_OFFSET, feature_events
 from driftline.models import DEFAULT_RECIPE
 from driftline.registry.client import RegistryClient
-from driftline.scenario import CATEGORICAL, CONTRACT, MODEL, NUMERIC, CreditScenario
+from driftline.entry.scenario import CATEGORICAL, CONTRACT, MODEL, NUMERIC, CreditScenario
 from driftline.bus.kafka import KafkaBus
 from driftline.services.drift_detector.service import DriftDetectorService
 from driftline.services.label_joiner.service import LabelJoinerService
@@ -62,7 +62,7 @@ SCENARIO = CreditScenario()  # no drift: the data looks like the training data t
 #: the topics of earlier ones, and their records must not be counted as this run's.
 RUN = uuid.uuid4().hex[:8]
 
-# Settings as in driftline.demo.DEMO_SETTINGS: drift windows of 50 s of event time (5,000 events).
+# Settings as in driftline.entry.demo.DEMO_SETTINGS: drift windows of 50 s of event time (5,000 events).
 DRIFT_ENV = {
     "DRIFTLINE_DRIFT_WINDOW_KIND": "tumbling",
     "DRIFTLINE_DRIFT_WINDOW_BY": "time",
@@ -77,14 +77,14 @@ DRIFT_ENV = {
 
 
 class ServiceProcess:
-    """One ``python -m driftline.cli ...`` process; stdout and stderr go to ``log`` (appended across restarts)."""
+    """One ``python -m driftline.entry.cli ...`` process; stdout and stderr go to ``log`` (appended across restarts)."""
 
     def __init__(self, name: str, args: list[str], env: dict[str, str], log: Path):
         self.name, self.args, self.env, self.log = name, args, env, log
         self.popen: subprocess.Popen | None = None
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "driftline.cli", *self.args]
+        cmd = [sys.executable, "-m", "driftline.entry.cli", *self.args]
         if setpriv := shutil.which("setpriv"):  # the process dies with the test run, whatever happens to it
             cmd = [setpriv, "--pdeathsig", "KILL", "--", *cmd]
         with self.log.open("ab") as out:
@@ -345,7 +345,7 @@ def event_id(i: int) -> str:
 
 
 def events_of(batch) -> list[dict[str, Any]]:
-    """driftline.demo.feature_events, with this run's event ids."""
+    """driftline.entry.demo.feature_events, with this run's event ids."""
     events = feature_events(batch)
     for event, i in zip(events, batch.event_index.tolist()):
         event["event_id"] = event_id(i)
@@ -368,7 +368,7 @@ def in_range(start: int, n: int) -> str:
 
 
 def register_first_model(registry_url: str):
-    """As driftline.demo.train_first_model, but through the registry service's HTTP API."""
+    """As driftline.entry.demo.train_first_model, but through the registry service's HTTP API."""
     rows = 20_000
     data = SCENARIO.generate(TRAINING_OFFSET, rows)
     frame = pd.DataFrame({**data.numeric, **data.categorical})
@@ -378,7 +378,7 @@ def register_first_model(registry_url: str):
         version = client.register(
             MODEL, trained.estimator, CONTRACT, actor="test", reason="initial model", recipe=DEFAULT_RECIPE,
             params=DEFAULT_RECIPE["params"], metrics=classification_metrics(trained.estimator, frame, data.labels),
-            lineage={"source": "driftline.scenario.CreditScenario", "rows": rows, "data_sha256": trained.data_sha256,
+            lineage={"source": "driftline.entry.scenario.CreditScenario", "rows": rows, "data_sha256": trained.data_sha256,
                      "code_version": f"driftline {__version__}"},
             profile=trained.profile,
         )

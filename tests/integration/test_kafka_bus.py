@@ -231,7 +231,7 @@ def store_url(tmp_path_factory) -> Iterator[str]:
     log = root / "store.log"
     credentials_file = root / "store-credentials.json"
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "driftline.cli", "store", "serve", "--path", str(root / "store"),
+        proc = subprocess.Popen([sys.executable, "-m", "driftline.entry.cli", "store", "serve", "--path", str(root / "store"),
                                  "--port", str(port), "--credentials", str(credentials_file)],
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

@@ -1,6 +1,6 @@
 """``driftline store serve`` attacked from outside, as a process on the same host (or a web page) would.
 
-The endpoint runs as its own process (``python -m driftline.cli store serve
+The endpoint runs as its own process (``python -m driftline.entry.cli store serve
 --port N``) with ``DRIFTLINE_HOME`` in a temporary folder. Each attack of
 issue 8 is sent over plain HTTP, and its effect is checked where it would
 land: the host file that must not be written, the local HTTP service that
@@ -73,7 +73,7 @@ def running_endpoint(home: Path, *extra: str) -> Iterator[Endpoint]:
     port = free_port()
     log = home.parent / f"endpoint-{port}.log"
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "driftline.cli", "store", "serve", "--port", str(port), *extra],
+        proc = subprocess.Popen([sys.executable, "-m", "driftline.entry.cli", "store", "serve", "--port", str(port), *extra],
                                 env=_env(home), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     endpoint = Endpoint(f"http://127.0.0.1:{port}", proc, home, log)
     try:
@@ -243,7 +243,7 @@ def test_system_shutdown_spares_the_process_group_of_whoever_started_the_endpoin
         """
         import base64, json, os, subprocess, sys, time, httpx
         port, home = sys.argv[1], sys.argv[2]
-        child = subprocess.Popen([sys.executable, "-m", "driftline.cli", "store", "serve", "--port", port],
+        child = subprocess.Popen([sys.executable, "-m", "driftline.entry.cli", "store", "serve", "--port", port],
                                  env={**os.environ, "DRIFTLINE_HOME": home}, stdin=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -294,7 +294,7 @@ def test_allow_admin_lifts_the_policy(endpoint, tmp_path):
 
 def test_no_auth_is_refused_off_loopback(tmp_path):
     home = tmp_path / "home"
-    result = subprocess.run([sys.executable, "-m", "driftline.cli", "store", "serve", "--host", "0.0.0.0",
+    result = subprocess.run([sys.executable, "-m", "driftline.entry.cli", "store", "serve", "--host", "0.0.0.0",
                              "--port", str(free_port()), "--no-auth"], env=_env(home), capture_output=True,
                             text=True, timeout=60)
     assert result.returncode != 0 and "loopback" in result.stderr
@@ -317,12 +317,12 @@ def test_driftline_store_client_and_sql_command_still_work(endpoint, monkeypatch
     finally:
         store.close()
     env = {**_env(endpoint.home), "DRIFTLINE_STORE_DSN": endpoint.url}
-    result = subprocess.run([sys.executable, "-m", "driftline.cli", "sql", "--format", "json",
+    result = subprocess.run([sys.executable, "-m", "driftline.entry.cli", "sql", "--format", "json",
                              "SELECT service FROM service_state FINAL WHERE service = 'security-test'"], env=env, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [{"service": "security-test"}]
     env["DRIFTLINE_STORE_DSN"] = endpoint.url.replace("http://", "http://intruder:guess@")  # the DSN's user wins
-    result = subprocess.run([sys.executable, "-m", "driftline.cli", "sql", "SELECT 1"], env=env,
+    result = subprocess.run([sys.executable, "-m", "driftline.entry.cli", "sql", "SELECT 1"], env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "516" in result.stderr

@@ -28,9 +28,9 @@ from typing import Any
 
 import pytest
 
-from driftline.cli import build_parser
+from driftline.entry.cli import build_parser
 from driftline.config import Settings
-from driftline.serve import SERVICES
+from driftline.entry.serve import SERVICES
 from driftline.store.ddl import MIGRATIONS
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,12 +6,12 @@ import pandas as pd
 
 from driftline.bus.memory import MemoryBus
 from driftline.codec import Codec, registry_client
-from driftline.demo import TRAINING_OFFSET, feature_events
+from driftline.entry.demo import TRAINING_OFFSET, feature_events
 from driftline.registry import Registry
-from driftline.scenario import CONTRACT, CreditScenario
+from driftline.entry.scenario import CONTRACT, CreditScenario
 from driftline.topics import ALL_TOPICS, PREDICTIONS
 from driftline.training import train
-from driftline.wiring import Context, make_runner
+from driftline.entry.wiring import Context, make_runner
 
 WINDOW_MS = 5_000
 EVENTS = 12_000  # 10 ms apart: windows of 500 events

@@ -15,9 +15,9 @@ import httpx
 import pytest
 import uvicorn
 
-from driftline.demo import feature_events, train_first_model
-from driftline.embedded import Embedded
-from driftline.scenario import CreditScenario
+from driftline.entry.demo import feature_events, train_first_model
+from driftline.entry.embedded import Embedded
+from driftline.entry.scenario import CreditScenario
 from driftline.services.ingest.app import create_app
 from driftline.timeutil import now_ms
 from driftline.topics import FEATURES

@@ -35,9 +35,9 @@ from hypothesis.configuration import set_hypothesis_home_dir
 
 from driftline.bus.memory import MemoryBus
 from driftline.config import Settings
-from driftline.demo import feature_events, train_first_model
-from driftline.embedded import Embedded
-from driftline.scenario import CreditScenario
+from driftline.entry.demo import feature_events, train_first_model
+from driftline.entry.embedded import Embedded
+from driftline.entry.scenario import CreditScenario
 from driftline.services.ingest.app import create_app
 from driftline.services.ingest.gateway import IngestGateway
 from driftline.topics import ALL_TOPICS, FEATURES

@@ -4,9 +4,9 @@ import json
 
 from fastapi.testclient import TestClient
 
-from driftline.demo import feature_events, train_first_model
-from driftline.embedded import Embedded
-from driftline.scenario import CreditScenario
+from driftline.entry.demo import feature_events, train_first_model
+from driftline.entry.embedded import Embedded
+from driftline.entry.scenario import CreditScenario
 from driftline.services.ingest.app import create_app
 from driftline.topics import DLQ, FEATURES
 

@@ -3,10 +3,10 @@
 import numpy as np
 import pandas as pd
 
-from driftline.demo import TRAINING_OFFSET, feature_events, train_first_model
-from driftline.embedded import Embedded
+from driftline.entry.demo import TRAINING_OFFSET, feature_events, train_first_model
+from driftline.entry.embedded import Embedded
 from driftline.models import DEFAULT_RECIPE
-from driftline.scenario import CONTRACT, MODEL, CreditScenario
+from driftline.entry.scenario import CONTRACT, MODEL, CreditScenario
 from driftline.timeutil import to_datetime
 from driftline.topics import FEATURES
 from driftline.training import train

@@ -180,7 +180,7 @@ def test_the_probe_runs_in_its_own_network_namespace(probe):
 
 def test_the_embedded_mode_trusts_the_configured_names(settings, monkeypatch):
     from driftline.config import Settings
-    from driftline.embedded import Embedded
+    from driftline.entry.embedded import Embedded
 
     monkeypatch.setenv("DRIFTLINE_TRUSTED_TYPES", '["numpy.log1p"]')
     embedded = Embedded(Settings())

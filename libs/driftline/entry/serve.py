@@ -19,7 +19,7 @@ from driftline.codec import Codec, registry_client
 from driftline.config import Settings
 from driftline.store import Store
 from driftline.topics import ALL_TOPICS, MODELS
-from driftline.wiring import RUNNER_SERVICES, Context, make_runner
+from driftline.entry.wiring import RUNNER_SERVICES, Context, make_runner
 
 log = logging.getLogger(__name__)
 

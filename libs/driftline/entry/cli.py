@@ -22,7 +22,7 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from driftline.demo import EXAMPLE_QUERY, DemoPlan, reset_home, run_demo
+    from driftline.entry.demo import EXAMPLE_QUERY, DemoPlan, reset_home, run_demo
 
     settings = Settings()
     if not args.keep:
@@ -55,7 +55,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from driftline.registry import Registry
-    from driftline.report import write_report
+    from driftline.entry.report import write_report
     from driftline.store import Store
 
     settings = Settings()
@@ -72,7 +72,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from driftline.serve import serve
+    from driftline.entry.serve import serve
 
     return serve(args.service, args.host, args.port)
 
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--model", default="credit")
     report.set_defaults(func=cmd_report)
 
-    from driftline.serve import SERVICES
+    from driftline.entry.serve import SERVICES
 
     serve = sub.add_parser("serve", help="run one service as its own process (distributed mode)")
     serve.add_argument("service", choices=SERVICES)

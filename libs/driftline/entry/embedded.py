@@ -16,7 +16,7 @@ from driftline.topics import ALL_TOPICS, MODELS
 from driftline.services.ingest.gateway import IngestGateway
 from driftline.services.ingest.bounds import Bounds
 from driftline.services.ingest.logic import Ingest
-from driftline.wiring import RUNNER_SERVICES, Context, make_runner
+from driftline.entry.wiring import RUNNER_SERVICES, Context, make_runner
 
 
 class Embedded:

@@ -24,9 +24,9 @@ import pandas as pd
 from driftline import __version__
 from driftline.bus import next_offsets
 from driftline.config import Settings
-from driftline.embedded import Embedded
+from driftline.entry.embedded import Embedded
 from driftline.models import DEFAULT_RECIPE
-from driftline.scenario import CATEGORICAL, CONTRACT, MODEL, NUMERIC, Batch, CreditScenario
+from driftline.entry.scenario import CATEGORICAL, CONTRACT, MODEL, NUMERIC, Batch, CreditScenario
 from driftline.timeutil import to_datetime
 from driftline.topics import DRIFT, FEATURES, LABELED, LABELS, MODELS, RETRAIN
 from driftline.training import classification_metrics, train
@@ -111,7 +111,7 @@ def train_first_model(app: Embedded, scenario: CreditScenario, rows: int = 20_00
     data = scenario.generate(TRAINING_OFFSET, rows)
     frame = pd.DataFrame({**data.numeric, **data.categorical})
     trained = train(DEFAULT_RECIPE, CONTRACT, frame, data.labels)
-    lineage = {"source": "driftline.scenario.CreditScenario", "rows": rows, "data_sha256": trained.data_sha256,
+    lineage = {"source": "driftline.entry.scenario.CreditScenario", "rows": rows, "data_sha256": trained.data_sha256,
                "event_indices": [TRAINING_OFFSET, TRAINING_OFFSET + rows], "code_version": f"driftline {__version__}"}
     version = app.registry.register(
         MODEL, trained.estimator, CONTRACT, actor="demo", reason="initial model", recipe=DEFAULT_RECIPE,
@@ -231,7 +231,7 @@ def run_demo(settings: Settings, plan: DemoPlan, progress: bool = True, report_p
             "home": str(settings.home),
         }
         if report_path is not None:
-            from driftline.report import write_report
+            from driftline.entry.report import write_report
 
             summary["report"] = str(write_report(app.store, app.registry, report_path, MODEL))
         return summary
