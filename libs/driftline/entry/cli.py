@@ -125,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     store_serve_options(store_serve)
     store_serve.set_defaults(func=cmd_store_serve)
+
+    # Commands with a module of their own add their parsers themselves.
+    from driftline.entry import model_cli, send, up
+
+    for module in (up, model_cli, send):
+        module.add_commands(sub)
     return parser
 
 

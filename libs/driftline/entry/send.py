@@ -1,0 +1,9 @@
+"""``driftline send events|labels FILE``: post a file to ingest in batches (issue 9)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add this module's subcommands to the ``driftline`` parser (none yet)."""

@@ -1,0 +1,9 @@
+"""``driftline up``: every service in one long-running process, serving HTTP on one port (issue 9)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add this module's subcommands to the ``driftline`` parser (none yet)."""
