@@ -2,6 +2,12 @@
 
 A recipe is plain JSON so that the retrainer can rebuild the same pipeline for
 a challenger: ``{"estimator": "logistic_regression", "params": {"C": 1.0}}``.
+A model trained elsewhere has no recipe (``{}``, or ``{"refit": "clone"}``): its
+challengers are refits of a clone of the champion's own pipeline
+(:func:`refits_by_clone`).
+
+Tasks (``FeatureContract.task``): ``classification`` (two or more classes, the
+estimator has ``predict_proba``) and ``regression`` (``predict`` gives the value).
 """
 
 from __future__ import annotations
@@ -12,29 +18,62 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from driftline.contract import FeatureContract
 
-ESTIMATORS = {
+CLASSIFIERS = {
     "logistic_regression": LogisticRegression,
     "hist_gradient_boosting": HistGradientBoostingClassifier,
     "random_forest": RandomForestClassifier,
 }
 
+REGRESSORS = {
+    "linear_regression": LinearRegression,
+    "ridge": Ridge,
+    "hist_gradient_boosting_regressor": HistGradientBoostingRegressor,
+    "random_forest_regressor": RandomForestRegressor,
+}
+
+ESTIMATORS = {**CLASSIFIERS, **REGRESSORS}
+
 DEFAULT_RECIPE = {"estimator": "logistic_regression", "params": {"C": 1.0, "max_iter": 500}}
+DEFAULT_REGRESSION_RECIPE = {"estimator": "ridge", "params": {"alpha": 1.0}}
+
+#: Recipe of a model registered without one: challengers refit a clone of the champion.
+CLONE_RECIPE = {"refit": "clone"}
+
+
+def default_recipe(task: str) -> dict[str, Any]:
+    """The recipe used when the user names none, for ``task``."""
+    return dict(DEFAULT_REGRESSION_RECIPE if task == "regression" else DEFAULT_RECIPE)
+
+
+def refits_by_clone(recipe: dict[str, Any] | None) -> bool:
+    """True for a recipe that names no estimator: ``{}``, None or ``{"refit": "clone"}``."""
+    return not recipe or ("estimator" not in recipe and recipe.get("refit", "clone") == "clone")
 
 
 def build_pipeline(recipe: dict[str, Any], contract: FeatureContract) -> Pipeline:
     """An unfitted pipeline: impute and scale numeric features, one-hot categorical ones."""
     try:
-        estimator = ESTIMATORS[recipe["estimator"]](**recipe.get("params", {}))
+        estimator_class = ESTIMATORS[recipe["estimator"]]
     except KeyError:
         raise ValueError(f"unknown estimator in recipe {recipe!r}; choose from {sorted(ESTIMATORS)}") from None
+    wanted = REGRESSORS if contract.task == "regression" else CLASSIFIERS
+    if recipe["estimator"] not in wanted:
+        raise ValueError(f"estimator {recipe['estimator']!r} does not fit a {contract.task} contract; "
+                         f"choose from {sorted(wanted)}")
+    estimator = estimator_class(**recipe.get("params", {}))
     numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
     columns = ColumnTransformer(
         [("numeric", numeric, list(contract.numeric)),
@@ -58,3 +97,26 @@ def positive_scores(estimator: Any, frame: pd.DataFrame) -> tuple[np.ndarray, np
     probabilities = estimator.predict_proba(frame)
     classes = np.array([str(c) for c in estimator.classes_], dtype=object)
     return probabilities, classes
+
+
+def monitored_score(probabilities: np.ndarray) -> np.ndarray:
+    """The one number per prediction that the score PSI watches, for a classifier.
+
+    Two classes: the probability of the positive (last) class, as always.
+    More classes: the probability of the predicted class (the largest one), the
+    model's confidence; it shifts when inputs move to where the model is unsure,
+    whichever class it picks, and stays in [0, 1] like the binary score.
+    """
+    if probabilities.shape[1] <= 2:
+        return probabilities[:, -1]
+    return probabilities.max(axis=1)
+
+
+def predicted_values(estimator: Any, frame: pd.DataFrame) -> np.ndarray:
+    """A regressor's predictions as float64 (one per row)."""
+    return np.asarray(estimator.predict(frame), dtype=np.float64).reshape(len(frame))
+
+
+def value_label(value: float) -> str:
+    """A numeric value as the string stored in ``label`` / ``predicted_label`` (round-trips exactly)."""
+    return repr(float(value))

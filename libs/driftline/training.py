@@ -2,6 +2,8 @@
 
 Shared by the demo's first model and the retrainer's challengers, so every
 version in the registry carries the same kind of lineage and reference profile.
+The task comes from the contract: classification (binary or multiclass, scored
+with ``predict_proba``) or regression (scored with ``predict``).
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
+from sklearn.base import clone
+from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, mean_squared_error, roc_auc_score
 
 from driftline.contract import FeatureContract
 from driftline.drift.profile import ReferenceProfile
-from driftline.models import build_pipeline
+from driftline.models import build_pipeline, monitored_score, predicted_values, refits_by_clone
 
 
 @dataclass(frozen=True)
@@ -33,9 +36,20 @@ def data_sha256(frame: pd.DataFrame, labels: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def prediction_score(estimator: Any, contract: FeatureContract, frame: pd.DataFrame) -> np.ndarray:
+    """The score the predictor publishes (and the drift-detector profiles as ``__score__``).
+
+    Regression: the predicted value. Classification: the positive-class
+    probability (two classes) or the predicted class's probability (more).
+    """
+    if contract.task == "regression":
+        return predicted_values(estimator, frame)
+    return monitored_score(estimator.predict_proba(frame))
+
+
 def reference_profile(estimator: Any, contract: FeatureContract, frame: pd.DataFrame) -> dict[str, Any]:
-    """Bins and proportions of every feature and of the positive-class score on ``frame``."""
-    score = estimator.predict_proba(frame)[:, -1]
+    """Bins and proportions of every feature and of the prediction score on ``frame``."""
+    score = prediction_score(estimator, contract, frame)
     profile = ReferenceProfile.fit(
         numeric={n: frame[n].to_numpy(dtype=float) for n in contract.numeric},
         categorical={c: frame[c].to_numpy(dtype=object) for c in contract.categorical},
@@ -44,9 +58,41 @@ def reference_profile(estimator: Any, contract: FeatureContract, frame: pd.DataF
     return profile.to_dict()
 
 
-def train(recipe: dict[str, Any], contract: FeatureContract, frame: pd.DataFrame, labels: np.ndarray) -> Trained:
-    estimator = build_pipeline(recipe, contract).fit(frame, labels)
+def train(recipe: dict[str, Any], contract: FeatureContract, frame: pd.DataFrame, labels: np.ndarray,
+          template: Any = None) -> Trained:
+    """Fit ``recipe`` on ``frame`` / ``labels`` (numeric targets for regression).
+
+    A recipe without an estimator (``{}`` or ``{"refit": "clone"}``: a model
+    trained elsewhere) refits ``sklearn.base.clone(template)``, the champion's
+    own pipeline with its hyper-parameters and none of its fitted state.
+    """
+    if refits_by_clone(recipe):
+        if template is None:
+            raise ValueError(f"recipe {recipe!r} names no estimator and there is no pipeline to clone")
+        estimator = clone(template)
+    else:
+        estimator = build_pipeline(recipe, contract)
+    if contract.task == "regression":
+        labels = np.asarray(labels, dtype=np.float64)
+    estimator.fit(frame, labels)
     return Trained(estimator, reference_profile(estimator, contract, frame), data_sha256(frame, labels), len(frame))
+
+
+def regression_metrics(estimator: Any, frame: pd.DataFrame, values: np.ndarray) -> dict[str, float]:
+    """MAE, RMSE and the mean of the true values of ``estimator`` on labelled data."""
+    values = np.asarray(values, dtype=np.float64)
+    predicted = predicted_values(estimator, frame)
+    return {"mae": float(mean_absolute_error(values, predicted)),
+            "rmse": float(np.sqrt(mean_squared_error(values, predicted))),
+            "rows": int(len(values))}
+
+
+def evaluation_metrics(estimator: Any, contract: FeatureContract, frame: pd.DataFrame,
+                       labels: np.ndarray) -> dict[str, float]:
+    """The task's metrics: :func:`regression_metrics` or :func:`classification_metrics`."""
+    if contract.task == "regression":
+        return regression_metrics(estimator, frame, labels)
+    return classification_metrics(estimator, frame, labels)
 
 
 def classification_metrics(estimator: Any, frame: pd.DataFrame, labels: np.ndarray) -> dict[str, float]:

@@ -53,9 +53,16 @@ class LabelIn(BaseModel):
 
     model: StrictStr = Field(min_length=1)
     event_id: StrictStr = Field(min_length=1)
-    label: StrictStr | int | bool
-    value: float | None = None
+    label: StrictStr | int | bool | None = Field(None, description="True class (classification).")
+    value: float | None = Field(None, description="True value (regression); finite.")
     label_time: datetime | int | None = None
+
+    @field_validator("value")
+    @classmethod
+    def _finite_value(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("a label value must be a finite number")
+        return value
 
 
 @dataclass(frozen=True)
@@ -150,15 +157,25 @@ class Ingest:
         return record, problems
 
     def _label(self, label: LabelIn, now: int) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        contract = self.contract_of(label.model)
+        regression = contract is not None and contract.task == "regression"
+        value, problems = (_regression_value(label) if regression
+                           else _classification_value(label, contract is not None))
+        if label.label is None:
+            # repr round-trips the float exactly (driftline.models.value_label, without importing sklearn here)
+            text = repr(float(value)) if value is not None else ""
+        else:
+            text = str(int(label.label)) if isinstance(label.label, bool) else str(label.label)
         record = {
             "model": label.model,
             "event_id": label.event_id,
-            "label": str(int(label.label)) if isinstance(label.label, bool) else str(label.label),
-            "value": label.value,
+            "label": text,
+            "value": value,
             "label_time": to_ms(label.label_time) if label.label_time is not None else now,
         }
         # Label times are not held to the past window: labels for old events are normal.
-        return record, time_problems("label_time", record["label_time"], now, self.bounds, past_limited=False)
+        return record, problems + time_problems("label_time", record["label_time"], now, self.bounds,
+                                                past_limited=False)
 
     def _validate(self, records: list[RawRecord], shape: type[BaseModel], convert) -> Validation:
         """Each record through the bounds, its pydantic ``shape``, then ``convert`` (record, problems)."""
@@ -185,6 +202,31 @@ class Ingest:
     @staticmethod
     def _reject(source: RawRecord, errors: list[dict[str, str]]) -> Rejection:
         return Rejection(source.index, _event_id(source.value), errors, payload_of(source))
+
+
+def _regression_value(label: LabelIn) -> tuple[float | None, list[tuple[str, str]]]:
+    """A regression label's true value: ``value``, or a ``label`` that is a finite number."""
+    if label.value is not None:
+        return label.value, []
+    if label.label is not None and not isinstance(label.label, bool):
+        try:
+            value = float(label.label)
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value):
+            return value, []
+    return None, [("value", f"model {label.model!r} is a regression model: its label needs a finite "
+                            "numeric 'value' (e.g. \"value\": 12.5)")]
+
+
+def _classification_value(label: LabelIn, known: bool) -> tuple[float | None, list[tuple[str, str]]]:
+    """A classification label has a class and no value (a value would turn its error into a distance)."""
+    if label.label is None and (known or label.value is None):
+        return None, [("label", f"model {label.model!r} is a classification model: send its true class as 'label'")]
+    if label.value is not None and known:
+        return None, [("value", f"model {label.model!r} is a classification model: 'value' is for regression "
+                                "models; send the true class as 'label'")]
+    return label.value, []
 
 
 def _event_id(record: Any) -> str | None:

@@ -3,6 +3,15 @@
 Pure logic. Models come from a loader (the registry, sha256-checked); a model
 event that moves an alias makes the next batch use the new version, so an
 event is scored by exactly one version per role.
+
+What a prediction carries depends on the contract's task:
+
+- classification: ``scores`` holds every class's probability, ``predicted_label``
+  the most likely class, ``score`` the positive-class probability (two classes)
+  or the predicted class's probability (more classes, see
+  :func:`driftline.models.monitored_score`);
+- regression: ``score`` is the predicted value, ``predicted_label`` the same
+  value as text, ``scores`` is empty.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from driftline.models import positive_scores, to_frame
+from driftline.models import monitored_score, positive_scores, predicted_values, to_frame, value_label
 from driftline.registry import LoadedModel
 from driftline.timeutil import now_ms, to_ms
 
@@ -87,11 +96,18 @@ class Predictor:
         meta = loaded.meta
         numeric = [e["numeric_features"] for e in events]
         categorical = [e["categorical_features"] for e in events]
-        probabilities, classes = positive_scores(loaded.estimator, to_frame(meta.contract, numeric, categorical))
-        predicted = classes[np.argmax(probabilities, axis=1)]
-        positive = probabilities[:, -1]
+        frame = to_frame(meta.contract, numeric, categorical)
+        if meta.contract.task == "regression":
+            values = predicted_values(loaded.estimator, frame)
+            score, per_class = values, [{} for _ in events]
+            predicted = [value_label(v) for v in values]
+        else:
+            probabilities, classes = positive_scores(loaded.estimator, frame)
+            predicted = classes[np.argmax(probabilities, axis=1)]
+            score = monitored_score(probabilities)
+            class_names = [str(c) for c in classes]
+            per_class = [dict(zip(class_names, row)) for row in probabilities.tolist()]
         scored_at = now_ms()
-        class_names = [str(c) for c in classes]
         out = []
         for i, event in enumerate(events):
             out.append(
@@ -102,8 +118,8 @@ class Predictor:
                     "model": meta.model,
                     "model_version": meta.version,
                     "role": role,
-                    "score": float(positive[i]),
-                    "scores": dict(zip(class_names, probabilities[i].tolist())),
+                    "score": float(score[i]),
+                    "scores": per_class[i],
                     "predicted_label": str(predicted[i]),
                     "numeric_features": numeric[i],
                     "categorical_features": categorical[i],
