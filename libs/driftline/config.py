@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     retrain_max_rows: int = Field(50_000, ge=10, description="most recent labelled rows used at most")
     retrain_wait_ms: int = Field(3_600_000, ge=0, description="how long a request waits for enough labels")
 
+    # retrainer gate per task (classification: accuracy; regression: MAE, lower is better)
+    retrain_metric: str | None = Field(
+        None, description="holdout metric of the gate: accuracy, log_loss, roc_auc, mae or rmse; "
+                          "unset means accuracy for classification and mae for regression. "
+                          "retrain_margin is in this metric's units.")
+
     # ingest: who may post, and the bounds of what it accepts
     # Every record over a bound is rejected on its own and kept in dead_letters; see SECURITY.md.
     ingest_token: SecretStr | None = Field(

@@ -3,6 +3,13 @@ label coverage, and the alert policy that turns an incident into one retrain req
 
 Pure logic over decoded records. State is kept per (model, version), because
 each version has its own reference profile; a promoted version starts clean.
+
+Every task flows through the same code: the score PSI watches the prediction's
+``score`` (positive-class probability, the predicted class's probability for
+multiclass, the predicted value for regression), and the river detector reads
+the ``error`` of each joined label (0/1 for classification, absolute error for
+regression). A 0/1-only detector (DDM, EDDM, HDDM_*) configured for a model
+whose errors are not 0/1 is replaced by ADWIN, with a warning.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from driftline.drift import (
     WindowedProfileCounter,
     WindowSpec,
 )
+from driftline.drift.detectors import BINARY_METHODS
 from driftline.timeutil import to_ms
 
 log = logging.getLogger(__name__)
@@ -161,8 +169,13 @@ class DriftDetector:
             # Late labels raise the coverage of old windows: rewrite the rows of those they touched.
             touched = set((np.unique(times // state.coverage.size_ms) * state.coverage.size_ms).tolist())
             out.metric_rows.extend(self._coverage_rows(key, state, now_ms, touched))
+            errors = np.array([r["error"] for r in group], dtype=np.float64)
+            if state.detector.method in BINARY_METHODS and not np.all((errors == 0.0) | (errors == 1.0)):
+                log.warning("%s v%s: errors are not 0/1 (a regression model?); %s needs 0/1 errors, using ADWIN",
+                            key[0], key[1], state.detector.method)
+                state.detector = ConceptDriftDetector("ADWIN")
             first = state.detector.n_seen
-            for index in state.detector.update(np.array([r["error"] for r in group], dtype=np.float64)):
+            for index in state.detector.update(errors):
                 at = int(times[index - first])
                 signal = {"kind": "concept", "feature": "__error__", "statistic": state.detector.method,
                           "value": float(index), "band": "act", "window_start": index, "window_end": index,

@@ -3,7 +3,13 @@
 Pure logic. Both models are scored on the same holdout, the most recent
 ``holdout_fraction`` of the labelled rows (a time-based split: the challenger
 never trains on the period it is judged on). The challenger is promoted only
-if its accuracy beats the champion's by at least ``margin``.
+if it beats the champion on the gate metric by at least ``margin``: accuracy
+for classification (binary or multiclass), mean absolute error for regression
+(lower is better), or the metric named by ``metric``.
+
+The challenger is built from the champion's recipe; a champion registered
+without one (trained elsewhere: recipe ``{}`` or ``{"refit": "clone"}``) is
+refitted as ``sklearn.base.clone`` of its own pipeline.
 """
 
 from __future__ import annotations
@@ -15,13 +21,17 @@ import numpy as np
 import pandas as pd
 
 from driftline.registry import LoadedModel
-from driftline.training import Trained, classification_metrics, train
+from driftline.training import Trained, evaluation_metrics, train
+
+#: Gate metrics and whether a larger value is better.
+HIGHER_IS_BETTER = {"accuracy": True, "roc_auc": True, "log_loss": False, "mae": False, "rmse": False}
+DEFAULT_METRIC = {"classification": "accuracy", "regression": "mae"}
 
 
 @dataclass(frozen=True)
 class LabelledData:
     frame: pd.DataFrame  # one column per contract feature
-    labels: np.ndarray  # true class as str
+    labels: np.ndarray  # true class as str (classification) or true value as float (regression)
     event_time_ms: np.ndarray
     sql: str  # the query that produced it, for lineage
 
@@ -42,19 +52,31 @@ class Retrainer:
     Parameters
     ----------
     margin
-        Accuracy the challenger must gain over the champion on the holdout to be promoted.
+        What the challenger must gain over the champion on the holdout to be promoted, in
+        units of the gate metric (accuracy points, or MAE units for regression).
     holdout_fraction
         Most recent share of the rows kept for evaluation.
     min_rows
         Labelled rows needed before a challenger is trained at all.
+    metric
+        Gate metric (a key of ``HIGHER_IS_BETTER``); None means the task's default,
+        accuracy for classification and MAE for regression.
     """
 
-    def __init__(self, margin: float = 0.01, holdout_fraction: float = 0.3, min_rows: int = 3000):
+    def __init__(self, margin: float = 0.01, holdout_fraction: float = 0.3, min_rows: int = 3000,
+                 metric: str | None = None):
         if not 0 < holdout_fraction < 1:
             raise ValueError("holdout_fraction must be between 0 and 1")
+        if metric is not None and metric not in HIGHER_IS_BETTER:
+            raise ValueError(f"unknown retrain metric {metric!r}; choose from {sorted(HIGHER_IS_BETTER)}")
         self.margin = margin
         self.holdout_fraction = holdout_fraction
         self.min_rows = min_rows
+        self.metric = metric
+
+    def metric_for(self, task: str) -> str:
+        """The gate metric for a model of ``task``."""
+        return self.metric or DEFAULT_METRIC.get(task, "accuracy")
 
     def enough(self, rows: int) -> bool:
         return rows >= self.min_rows
@@ -68,15 +90,23 @@ class Retrainer:
         fit_frame, holdout = data.frame.iloc[fit_rows], data.frame.iloc[holdout_rows]
         fit_labels, holdout_labels = data.labels[fit_rows], data.labels[holdout_rows]
 
-        challenger = train(champion.meta.recipe, champion.meta.contract, fit_frame.reset_index(drop=True), fit_labels)
-        mine = classification_metrics(challenger.estimator, holdout, holdout_labels)
-        theirs = classification_metrics(champion.estimator, holdout, holdout_labels)
-        gain = mine["accuracy"] - theirs["accuracy"]
+        contract = champion.meta.contract
+        challenger = train(champion.meta.recipe, contract, fit_frame.reset_index(drop=True), fit_labels,
+                           template=champion.estimator)
+        mine = evaluation_metrics(challenger.estimator, contract, holdout, holdout_labels)
+        theirs = evaluation_metrics(champion.estimator, contract, holdout, holdout_labels)
+        metric = self.metric_for(contract.task)
+        if metric not in mine or metric not in theirs:
+            raise ValueError(f"gate metric {metric!r} is not available for a {contract.task} model on this "
+                             f"holdout; it has {sorted(k for k in mine if k != 'rows')}")
+        # gain > 0 always means "the challenger is better", whichever way the metric points
+        gain = mine[metric] - theirs[metric] if HIGHER_IS_BETTER[metric] else theirs[metric] - mine[metric]
         promote = gain >= self.margin
+        direction = "higher" if HIGHER_IS_BETTER[metric] else "lower"
         reason = (
-            f"challenger accuracy {mine['accuracy']:.4f} vs champion v{champion.meta.version} "
-            f"{theirs['accuracy']:.4f} on the same {len(holdout_rows)} most recent rows: gain {gain:+.4f}, "
-            f"{'meets' if promote else 'below'} the margin {self.margin:.4f}"
+            f"challenger {metric} {mine[metric]:.4f} vs champion v{champion.meta.version} "
+            f"{theirs[metric]:.4f} on the same {len(holdout_rows)} most recent rows ({direction} is better): "
+            f"gain {gain:+.4f}, {'meets' if promote else 'below'} the margin {self.margin:.4f}"
         )
         metrics = {**{f"holdout_{k}": v for k, v in mine.items()},
                    **{f"champion_holdout_{k}": v for k, v in theirs.items()}}

@@ -4,6 +4,11 @@ A request waits (in checkpointed state) until the store holds enough labelled
 rows from its data window, because labels arrive long after the drift that
 triggered it; after ``wait_ms`` without enough rows it is given up, with an
 audit row saying why.
+
+Training labels follow the champion's task: the true class for classification,
+the true value (``labels.value``) for regression. A request that cannot be
+served (say a gate metric the task does not have) is recorded as failed with
+its reason instead of stopping the service.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any
 import numpy as np
 
 import driftline
-from driftline.models import to_frame
+from driftline.models import refits_by_clone, to_frame
 from driftline.runner import Incoming, Output
 from driftline.store import Store
 from driftline.timeutil import to_datetime, to_ms
@@ -30,7 +35,7 @@ WHERE model = {model:String} AND status = 'joined' AND event_time >= {start:Date
 """
 
 TRAINING_SQL = """
-SELECT p.numeric_features, p.categorical_features, l.label, toUnixTimestamp64Milli(p.event_time) AS event_ms
+SELECT p.numeric_features, p.categorical_features, l.label, toUnixTimestamp64Milli(p.event_time) AS event_ms, l.value
 FROM labels AS l FINAL
 INNER JOIN (
     SELECT event_id, numeric_features, categorical_features, event_time FROM predictions FINAL
@@ -40,6 +45,14 @@ WHERE l.model = {model:String} AND l.status = 'joined'
 ORDER BY event_ms DESC
 LIMIT {limit:UInt32}
 """
+
+
+def _targets(task: str, rows: list[tuple]) -> np.ndarray:
+    """Training targets from TRAINING_SQL rows: the class, or the numeric value for regression."""
+    if task == "regression":
+        # Ingest stores a regression label's value in both columns; fall back to the text for older rows.
+        return np.array([r[4] if r[4] is not None else float(r[2]) for r in rows], dtype=np.float64)
+    return np.array([r[2] for r in rows], dtype=object)
 
 
 class RetrainerService:
@@ -87,7 +100,15 @@ class RetrainerService:
                 self.registry.record(model, champion.version, "retrain_skipped", actor="retrainer", reason=reason)
             self.outcomes.append({"request_id": request["request_id"], "outcome": "skipped", "reason": reason})
             return True
-        self._retrain(request)
+        try:
+            self._retrain(request)
+        except ValueError as exc:  # bad recipe or gate for this model: say so, keep serving the others
+            reason = f"request {request['request_id']} failed: {exc}"
+            champion = self.registry.resolve(model, "champion")
+            if champion is not None:
+                self.registry.record(model, champion.version, "retrain_failed", actor="retrainer", reason=reason)
+            self.outcomes.append({"request_id": request["request_id"], "outcome": "failed", "reason": reason})
+            log.error("retrainer: %s", reason)
         return True
 
     def _retrain(self, request: dict[str, Any]) -> None:
@@ -97,7 +118,7 @@ class RetrainerService:
         _, rows = self.store.query(TRAINING_SQL, parameters)
         data = LabelledData(
             frame=to_frame(champion.meta.contract, [r[0] for r in rows], [r[1] for r in rows]),
-            labels=np.array([r[2] for r in rows], dtype=object),
+            labels=_targets(champion.meta.contract.task, rows),
             event_time_ms=np.array([r[3] for r in rows], dtype=np.int64),
             sql=TRAINING_SQL.strip(),
         )
@@ -114,6 +135,8 @@ class RetrainerService:
             "retrain_request": {k: request[k] for k in ("request_id", "reason", "signals", "window_start", "window_end")},
             "code_version": f"driftline {driftline.__version__}",
         }
+        if refits_by_clone(champion.meta.recipe):
+            lineage["refit"] = f"sklearn.base.clone of v{champion.meta.version}'s pipeline (registered without a recipe)"
         version = self.registry.register(
             model, verdict.challenger.estimator, champion.meta.contract, actor="retrainer",
             reason=f"retrained for request {request['request_id']} ({request['reason']})",
