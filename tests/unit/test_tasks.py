@@ -10,8 +10,12 @@ and SQL shows the metric per model version.
 
 from __future__ import annotations
 
+import io
+import json
 import math
+from pathlib import Path
 
+import fastavro
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,6 +23,7 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from driftline.codec import Codec, registry_client
 from driftline.contract import FeatureContract
 from driftline.entry.embedded import Embedded
 from driftline.models import DEFAULT_REGRESSION_RECIPE, build_pipeline
@@ -264,3 +269,25 @@ def test_a_recipe_must_fit_the_task():
         build_pipeline({"estimator": "logistic_regression"}, HOUSES)
     with pytest.raises(ValueError, match="does not fit a classification contract"):
         build_pipeline({"estimator": "ridge"}, FLOWERS)
+
+
+# -- the wire: regression records are plain Confluent Avro of the existing schemas -----------
+
+def test_regression_records_round_trip_in_confluent_avro_with_the_unchanged_schemas():
+    """No schema change was needed (score holds the value, Label.value the truth): old readers still read them."""
+    codec = Codec(registry_client(None))
+    t = EPOCH_MS
+    prediction = {"prediction_id": "h1:1:champion", "event_id": "h1", "entity_id": "e1", "model": "houses",
+                  "model_version": 1, "role": "champion", "score": 412.5, "scores": {}, "predicted_label": "412.5",
+                  "numeric_features": {"floor_area": 120.0}, "categorical_features": {"district": "hill"},
+                  "event_time": t, "prediction_time": t + 5}
+    label = {"model": "houses", "event_id": "h1", "label": "400.0", "value": 400.0, "label_time": t + 9}
+    for topic, record in (("predictions", prediction), ("labels", label)):
+        data = codec.encode(topic, record)
+        assert data[0] == 0  # Confluent wire format: magic byte, schema id, Avro body
+        field = "score" if topic == "predictions" else "value"
+        assert codec.decode(topic, data)[field] == record[field]
+    # an outside consumer with only the .avsc file reads the body after the 5-byte header
+    schema = fastavro.parse_schema(json.loads((Path(__file__).parents[2] / "schemas" / "Prediction.avsc").read_text()))
+    body = codec.encode("predictions", prediction)[5:]
+    assert fastavro.schemaless_reader(io.BytesIO(body), schema)["score"] == 412.5
