@@ -39,7 +39,12 @@ def prediction_row(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def misclassification(prediction: dict[str, Any], label: dict[str, Any]) -> float:
-    """0/1 for classification; absolute error when the label carries a numeric value."""
+    """The error stream's element: 0/1 misclassification for a classifier (two classes or more:
+    the predicted class against the true one), absolute error ``|value - score|`` for a regressor.
+
+    Ingest gives a label a ``value`` only when its model's contract says ``regression``,
+    so the label alone says which applies, also for labels joined from the store.
+    """
     if label.get("value") is not None:
         return abs(float(label["value"]) - float(prediction["score"]))
     return 0.0 if prediction["predicted_label"] == label["label"] else 1.0
