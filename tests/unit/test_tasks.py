@@ -291,3 +291,52 @@ def test_regression_records_round_trip_in_confluent_avro_with_the_unchanged_sche
     schema = fastavro.parse_schema(json.loads((Path(__file__).parents[2] / "schemas" / "Prediction.avsc").read_text()))
     body = codec.encode("predictions", prediction)[5:]
     assert fastavro.schemaless_reader(io.BytesIO(body), schema)["score"] == 412.5
+
+
+# -- pure logic: the gate metric and the detector of a regression error stream ----------------
+
+def _loaded(estimator, contract, recipe):
+    from driftline.registry import LoadedModel
+
+    class Meta:  # the fields the retrainer reads of a ModelVersion
+        pass
+
+    meta = Meta()
+    meta.contract, meta.recipe, meta.version = contract, recipe, 1
+    return LoadedModel(meta, estimator)
+
+
+def test_the_gate_uses_a_configured_metric_and_refuses_one_the_task_lacks():
+    from driftline.services.retrainer.logic import LabelledData, Retrainer
+
+    old, old_target = houses(1, 3000)
+    frame, target = houses(3, 3000, changed=True)  # the concept has changed since the champion was trained
+    champion = train(DEFAULT_REGRESSION_RECIPE, HOUSES, old, old_target).estimator
+    data = LabelledData(frame, target, np.arange(3000, dtype=np.int64), sql="")
+    verdict = Retrainer(min_rows=1000, metric="rmse").evaluate(data, _loaded(champion, HOUSES, DEFAULT_REGRESSION_RECIPE))
+    assert verdict.promote and "challenger rmse" in verdict.reason
+    assert verdict.metrics["holdout_rmse"] < verdict.metrics["champion_holdout_rmse"]
+    with pytest.raises(ValueError, match="gate metric 'accuracy' is not available for a regression model"):
+        Retrainer(min_rows=1000, metric="accuracy").evaluate(data, _loaded(champion, HOUSES, DEFAULT_REGRESSION_RECIPE))
+    with pytest.raises(ValueError, match="unknown retrain metric"):
+        Retrainer(metric="r2")
+
+
+def test_a_binary_only_detector_configured_for_a_regression_model_falls_back_to_adwin():
+    from driftline.drift import AlertPolicy, ReferenceProfile, WindowSpec
+    from driftline.services.drift_detector.logic import DriftDetector
+
+    rng = np.random.default_rng(0)
+    profile = ReferenceProfile.fit(numeric={"floor_area": rng.uniform(40, 200, 2000)}, categorical={},
+                                   score=rng.normal(400, 50, 2000))
+    detector = DriftDetector(lambda model, version: profile, WindowSpec(size=10_000), AlertPolicy(),
+                             concept_method={"houses": "DDM"})
+    errors = np.concatenate([np.abs(rng.normal(0, 10, 3000)), np.abs(rng.normal(0, 80, 3000))])
+    labeled = [{"model": "houses", "model_version": 1, "role": "champion", "error": float(e),
+                "event_time": EPOCH_MS + i * SPACING_MS, "label_time": EPOCH_MS + i * SPACING_MS + 5}
+               for i, e in enumerate(errors)]
+    out = detector.observe_labeled(labeled, now_ms=EPOCH_MS)
+    concept = [s for s in out.signals if s["kind"] == "concept"]
+    assert concept and all(s["statistic"] == "ADWIN" for s in concept)
+    assert min(s["window_start"] for s in concept) >= 3000  # the jump in absolute error, not before it
+    assert len(out.requests) == 1
