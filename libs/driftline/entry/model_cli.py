@@ -127,6 +127,11 @@ def _fmt_metrics(metrics: dict[str, Any]) -> str:
     return ", ".join(shown) or "none"
 
 
+def _profiled(profile: dict[str, Any]) -> list[str]:
+    """The feature names a reference profile covers (the score included, as ``__score__``)."""
+    return sorted(f["name"] for f in profile.get("features", []))
+
+
 def _move_text(model: str, alias: str, event: dict[str, Any]) -> str:
     previous = event.get("previous_version")
     was = "none" if previous is None else f"v{previous}"
@@ -201,7 +206,7 @@ def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps({"model": args.name, "version": version.version, "sha256": version.sha256,
                           "contract": version.contract.to_dict(), "metrics": version.metrics,
-                          "lineage": version.lineage, "profiled": sorted(version.profile.get("features", {})),
+                          "lineage": version.lineage, "profiled": _profiled(version.profile),
                           "champion": event is not None, "notes": prepared.notes}, default=str))
         return 0
     contract, lineage = version.contract, version.lineage
@@ -219,7 +224,7 @@ def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  artifact {lineage['artifact']['file']} ({lineage['artifact']['type']}), trained outside driftline; "
               f"retrained by refitting a clone of it")
     if version.profile:
-        print(f"  reference profile: {len(version.profile.get('features', {}))} features and the score, from "
+        print(f"  reference profile: {len(_profiled(version.profile)) - 1} features and the score, from "
               f"{lineage['profile_rows']:,} rows the model did not train on")
     else:
         print("  reference profile: none (drift is not monitored)")
@@ -297,7 +302,8 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         registry.close()
     if args.json:
-        print(json.dumps({**meta.to_dict(), "aliases": _holders(aliases, meta.version).split(", ")}, default=str))
+        print(json.dumps({**meta.to_dict(), "aliases": [a for a, v in sorted(aliases.items()) if v == meta.version]},
+                         default=str))
         return 0
     print(f"{args.name} v{meta.version}  (aliases: {_holders(aliases, meta.version) or 'none'})")
     print(f"  sha256 {meta.sha256}; created {_utc(meta.created_at)} UTC by {meta.created_by}")
@@ -308,7 +314,8 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  may be missing: {', '.join(meta.contract.optional)}")
     print(f"  recipe: {json.dumps(meta.recipe, sort_keys=True)}")
     print(f"  metrics: {_fmt_metrics(meta.metrics)}")
-    print(f"  reference profile: {'features ' + ', '.join(sorted(meta.profile.get('features', {}))) if meta.profile else 'none (not monitored)'}")
+    profiled = ", ".join(_profiled(meta.profile)) if meta.profile else "none (drift not monitored)"
+    print(f"  reference profile: {profiled}")
     print(f"  lineage: {json.dumps(meta.lineage, sort_keys=True)}")
     return 0
 
