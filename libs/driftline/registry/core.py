@@ -202,7 +202,7 @@ class Registry:
         if alias not in ALIASES:
             raise RegistryError(f"unknown alias {alias!r}; use one of {ALIASES}")
         meta = self.get(model, version)
-        if alias == "champion" and not meta.profile:
+        if alias == "champion" and not meta.profile.get("features"):  # a profile of nothing monitors nothing
             if not no_monitoring:
                 raise MonitoringRequired(
                     f"{model} v{version} has no reference profile, so as champion its data and concept drift would "
