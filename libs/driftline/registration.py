@@ -56,10 +56,12 @@ def profile_of(estimator: Any, inference: ContractInference, frame: pd.DataFrame
     """Bins and proportions of every feature and of the score on ``frame`` (rows the model did not train on)."""
     contract = inference.contract_
     features = inference.features(frame)
+    names = getattr(estimator, "feature_names_in_", None)
+    scored = features if names is None else features[[str(n) for n in names]]  # scikit-learn checks the order
     return ReferenceProfile.fit(
         numeric={n: features[n].to_numpy(dtype=float) for n in contract.numeric},
         categorical=inference.categories_with_missing(frame),
-        score=score(estimator, contract, features),
+        score=score(estimator, contract, scored),
     ).to_dict()
 
 

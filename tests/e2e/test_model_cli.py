@@ -196,8 +196,8 @@ def test_an_artifact_trained_elsewhere_and_the_champion_without_a_profile(tables
     assert "lacks the columns the pipeline reads: plan" in missing.stderr
 
     registered = json.loads(run(home, "model", "register", "ext", "--artifact", str(tables["artifact"]), "--reference",
-                                str(tables["filled"]), "--target", "churned", "--champion", "--reason",
-                                "trained by the data team", "--json").stdout)
+                                str(tables["filled"]), "--target", "churned", "--id", "customer_id", "--champion",
+                                "--reason", "trained by the data team", "--json").stdout)
     assert registered["version"] == 1 and registered["champion"]
     assert registered["contract"]["numeric"] == ["tenure_months", "monthly_spend"]
     assert registered["contract"]["categorical"] == ["plan"] and registered["contract"]["classes"] == ["no", "yes"]
