@@ -72,16 +72,15 @@ def _user_errors(command):
         try:
             return command(args, settings)
         except (UserError, UnreadableTable, ValueError, RegistryError, MonitoringRequired, InvalidModelName,
-                UntrustedArtifact, TamperedArtifact) as exc:
+                UntrustedArtifact, TamperedArtifact, httpx.HTTPStatusError, httpx.TransportError) as exc:
+            if getattr(args, "verbose", False):  # -v: the whole traceback, for a bug report
+                raise
             message = str(exc)
-        except httpx.HTTPStatusError as exc:
-            status = exc.response.status_code
-            message = str(exc)
-            if status == 401:
+            if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == 401:
                 message = (f"the registry at {settings.registry_url} refused the write (401): set "
                            f"DRIFTLINE_REGISTRY_TOKEN to its token")
-        except httpx.TransportError as exc:
-            message = f"cannot reach the registry at {settings.registry_url}: {exc}"
+            elif isinstance(exc, httpx.TransportError):
+                message = f"cannot reach the registry at {settings.registry_url}: {exc}"
         print(f"driftline model {args.model_command}: {message}", file=sys.stderr)
         return 2
 
