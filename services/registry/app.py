@@ -15,7 +15,8 @@ Input is checked before anything is written: a model name outside
 ``ALIASES``, bad base64, a contract ``FeatureContract`` rejects, or an artifact
 that is not skops, names an untrusted type or does not load into a model in
 the sandboxed load check answer 4xx (the untrusted type is named); a body over
-the size bound answers 413. A change naming a version that does not exist
+the size bound answers 413. Making a version without a reference profile champion
+answers 409 unless the body says ``"no_monitoring": true``. A change naming a version that does not exist
 answers 404 and writes no audit row. Every change is an audit row and a
 ModelEvent (the registry's listeners publish it).
 """
@@ -32,7 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from driftline.bearer import bearer_matches
 from driftline.contract import FeatureContract
-from driftline.registry import InvalidModelName, ProbeUnavailable, Registry, RegistryError, UntrustedArtifact
+from driftline.registry import (InvalidModelName, MonitoringRequired, ProbeUnavailable, Registry, RegistryError,
+                                UntrustedArtifact)
 from driftline.registry.card import model_card
 from driftline.registry.core import ALIASES, MAX_VERSION, MODEL_NAME_PATTERN
 from driftline.services.registry.body_limit import BodySizeLimit
@@ -78,6 +80,7 @@ class AliasMove(BaseModel):
     version: int = Field(ge=1, le=MAX_VERSION)
     actor: Actor
     reason: Reason
+    no_monitoring: bool = Field(False, description="Allow a champion without a reference profile (409 otherwise).")
 
 
 class Rollback(BaseModel):
@@ -179,7 +182,11 @@ def create_app(registry: Registry, token: str | None, *, read_token: str | None 
 
     @app.put("/v1/models/{model}/aliases/{alias}", dependencies=[Depends(require_token)])
     def move_alias(model: ModelName, alias: AliasName, body: AliasMove) -> dict[str, Any]:
-        return _call(registry.set_alias, model, alias, body.version, actor=body.actor, reason=body.reason)
+        try:
+            return _call(registry.set_alias, model, alias, body.version, actor=body.actor, reason=body.reason,
+                         no_monitoring=body.no_monitoring)
+        except MonitoringRequired as exc:
+            raise HTTPException(409, str(exc)) from exc
 
     @app.post("/v1/models/{model}/rollback", dependencies=[Depends(require_token)])
     def rollback(model: ModelName, body: Rollback) -> dict[str, Any]:

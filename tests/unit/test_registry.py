@@ -15,7 +15,7 @@ def test_register_alias_and_load_verified(registry):
     events = []
     registry.listeners.append(events.append)
     v1 = registry.register("m", fitted(), CONTRACT, actor="alice", reason="first", lineage={"rows": 4})
-    registry.set_alias("m", "champion", v1.version, actor="alice", reason="go")
+    registry.set_alias("m", "champion", v1.version, actor="alice", reason="go", no_monitoring=True)
     loaded = registry.load("m", "champion")
     assert loaded.meta.version == 1 and loaded.meta.lineage == {"rows": 4}
     assert loaded.estimator.predict([[3.0]]).tolist() == ["1"]
@@ -26,7 +26,7 @@ def test_register_alias_and_load_verified(registry):
 
 def test_a_tampered_artifact_is_refused(registry):
     v1 = registry.register("m", fitted(), CONTRACT, actor="a")
-    registry.set_alias("m", "champion", 1, actor="a", reason="go")
+    registry.set_alias("m", "champion", 1, actor="a", reason="go", no_monitoring=True)
     path = registry.artifacts.path(v1.sha256)
     data = bytearray(path.read_bytes())
     data[-10] ^= 0xFF
@@ -38,8 +38,8 @@ def test_a_tampered_artifact_is_refused(registry):
 def test_rollback_restores_the_previous_champion(registry):
     registry.register("m", fitted(1.0), CONTRACT, actor="a")
     registry.register("m", fitted(0.1), CONTRACT, actor="a")
-    registry.set_alias("m", "champion", 1, actor="a", reason="first")
-    registry.set_alias("m", "champion", 2, actor="a", reason="better")
+    registry.set_alias("m", "champion", 1, actor="a", reason="first", no_monitoring=True)
+    registry.set_alias("m", "champion", 2, actor="a", reason="better", no_monitoring=True)
     event = registry.rollback("m", actor="bob", reason="v2 misbehaves")
     assert registry.aliases("m")["champion"] == 1
     assert event["previous_version"] == 2 and event["actor"] == "bob"

@@ -40,7 +40,7 @@ def test_register_promote_card_and_load_over_http(registry):
     client = client_for(registry, TOKEN)
     v1 = client.register("m", fitted(), CONTRACT, actor="alice", reason="first", metrics={"accuracy": 0.9},
                          lineage={"rows": 4})
-    client.set_alias("m", "champion", v1.version, actor="alice", reason="go live")
+    client.set_alias("m", "champion", v1.version, actor="alice", reason="go live", no_monitoring=True)
     loaded = client.load("m", "champion")
     assert loaded.meta.version == 1 and loaded.estimator.predict([[3.0]]).tolist() == ["1"]
     card = client._http.get("/v1/models/m/versions/1/card").text
@@ -51,7 +51,7 @@ def test_register_promote_card_and_load_over_http(registry):
 def test_a_tampered_artifact_is_refused_by_the_http_client(registry):
     client = client_for(registry, TOKEN)
     v1 = client.register("m", fitted(), CONTRACT, actor="alice")
-    client.set_alias("m", "champion", 1, actor="alice", reason="go")
+    client.set_alias("m", "champion", 1, actor="alice", reason="go", no_monitoring=True)
     path = registry.artifacts.path(v1.sha256)
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF

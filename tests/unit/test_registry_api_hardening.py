@@ -134,7 +134,7 @@ def test_artifact_downloads_need_the_read_or_write_token(http, registry):
 
 def test_the_client_sends_the_read_token_for_artifacts(http, registry):
     registry.register_artifact("m", base64.b64decode(artifact_b64()), CONTRACT, actor="a")
-    registry.set_alias("m", "champion", 1, actor="a", reason="go")
+    registry.set_alias("m", "champion", 1, actor="a", reason="go", no_monitoring=True)
     reader = RegistryClient("http://testserver", read_token=READ_TOKEN)
     reader._http = http  # TestClient is an httpx.Client bound to the app
     assert reader.load("m").estimator.predict([[3.0]]).tolist() == ["1"]

@@ -54,20 +54,31 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from driftline.registry import Registry
-    from driftline.entry.report import write_report
+    from driftline.entry.model_cli import open_registry
+    from driftline.entry.report import UnknownModel, write_report
     from driftline.store import Store
 
     settings = Settings()
-    store = Store(settings.resolved_store_dsn)
-    registry = Registry(settings.registry_home, trusted_types=settings.trusted_types)
+    registry = open_registry(settings)
     try:
-        store.migrate()
-        path = write_report(store, registry, Path(args.out), args.model)
+        models = list(registry.models())
+        if args.model is not None and args.model not in models:
+            print(f"driftline report: no model {args.model!r} in the registry; models: {', '.join(models) or 'none yet'}"
+                  + ("" if models else " (register one with: driftline model register NAME --data FILE "
+                                       "--target COLUMN --champion --reason '...')"), file=sys.stderr)
+            return 2
+        store = Store(settings.resolved_store_dsn)
+        try:
+            store.migrate()
+            path = write_report(store, registry, Path(args.out), args.model)
+        except UnknownModel as exc:
+            print(f"driftline report: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            store.close()
     finally:
         registry.close()
-        store.close()
-    print(path)
+    print(path if args.model else f"{path} ({len(models)} models: {', '.join(models)})")
     return 0
 
 
@@ -105,9 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--format", choices=["table", "json"], default="table")
     sql.set_defaults(func=cmd_sql)
 
-    report = sub.add_parser("report", help="write the HTML report on a model (drift, accuracy, coverage, timeline)")
+    report = sub.add_parser("report", help="write the HTML report on a model, or on every model (drift, accuracy, "
+                                           "coverage, timeline)")
     report.add_argument("--out", default="driftline-report.html", help="where to write the HTML report")
-    report.add_argument("--model", default="credit")
+    report.add_argument("--model", default=None, help="the model to report on (default: every model, one page)")
     report.set_defaults(func=cmd_report)
 
     from driftline.entry.serve import SERVICES

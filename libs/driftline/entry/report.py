@@ -1,4 +1,7 @@
-"""``driftline report``: one self-contained HTML page on a model's health.
+"""``driftline report``: one self-contained HTML page on a model's health, or on every model's.
+
+With ``--model`` the page is on that model; without it, one page holds a part
+per registered model (a table of contents, then the same sections for each).
 
 Everything comes from the store (predictions, labels, drift_metrics,
 dead_letters) and the registry (versions, aliases, audit log). The page has no
@@ -42,6 +45,8 @@ body { font: 14px/1.45 -apple-system, "Segoe UI", Roboto, "DejaVu Sans", Arial, 
 main { max-width: 1100px; margin: 0 auto; padding: 20px 28px 40px; }
 h1 { font-size: 24px; margin: 4px 0 2px; }
 h2 { font-size: 18px; margin: 28px 0 6px; padding-bottom: 4px; border-bottom: 1px solid #e3e3e3; }
+h3 { font-size: 16px; margin: 22px 0 6px; }
+article { margin-top: 36px; }
 .sub { color: #666; margin: 0 0 8px; }
 .note { color: #666; font-size: 12.5px; margin: 4px 0; }
 .empty { color: #777; font-style: italic; padding: 14px; background: #f6f6f6; border-radius: 6px; }
@@ -561,9 +566,7 @@ def _timeline_section(data: ReportData) -> str:
     return "\n".join(out)
 
 
-def render(data: ReportData, generated_at: datetime | None = None) -> str:
-    """The whole page as one HTML string."""
-    generated_at = generated_at or datetime.now(timezone.utc)
+def _sections(data: ReportData, heading: str = "h2", id_prefix: str = "") -> str:
     domain = _x_domain(data)
     sections = [
         ("summary", "Summary", _summary(data)),
@@ -572,22 +575,67 @@ def render(data: ReportData, generated_at: datetime | None = None) -> str:
         ("coverage", "Label coverage", _coverage_section(data, domain)),
         ("timeline", "Model timeline", _timeline_section(data)),
     ]
-    body = "\n".join(f'<section id="{sid}"><h2>{_e(title)}</h2>\n{content}\n</section>'
-                     for sid, title, content in sections)
+    body = "\n".join(f'<section id="{id_prefix}{sid}"><{heading}>{_e(title)}</{heading}>\n{content}\n</section>'
+                      for sid, title, content in sections)
+    if id_prefix:
+        # The charts' clip paths are named after their titles, the same in every model's part: one
+        # page holding several models needs them unique, or a chart clips to another model's box.
+        body = body.replace('id="clip-', f'id="{id_prefix}clip-').replace("url(#clip-", f"url(#{id_prefix}clip-")
+    return body
+
+
+def _page(title: str, body: str, generated_at: datetime | None) -> str:
+    generated_at = generated_at or datetime.now(timezone.utc)
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>{_e(f'driftline report: {data.model}')}</title>"
+        f"<title>{_e(title)}</title>"
         f"<style>{_CSS}</style></head>\n<body><main>\n"
-        f"<h1>{_e(f'driftline report: {data.model}')}</h1>"
+        f"<h1>{_e(title)}</h1>"
         f'<p class="sub">Generated {_e(generated_at.strftime("%Y-%m-%d %H:%M:%S UTC"))} by driftline '
         f"{_e(__version__)}. Charts are in event time (UTC).</p>\n{body}\n</main></body></html>\n"
     )
 
 
-def write_report(store, registry, path: Path, model: str) -> Path:
-    """Write the HTML report on ``model`` to ``path`` and return the path."""
+def render(data: ReportData, generated_at: datetime | None = None) -> str:
+    """The whole page on one model as one HTML string."""
+    return _page(f"driftline report: {data.model}", _sections(data), generated_at)
+
+
+def model_anchor(model: str) -> str:
+    """The id of a model's part of the page on every model (model names may hold '.', which ids allow)."""
+    return f"model-{model}"
+
+
+def render_models(datas: list[ReportData], generated_at: datetime | None = None) -> str:
+    """One page on several models: a table of contents, then one part per model with the same sections."""
+    contents = ['<ul class="toc">'] + [f'<li><a href="#{_e(model_anchor(d.model))}">{_e(d.model)}</a>'
+                                       f' (champion {"–" if d.champion is None else f"v{d.champion}"}, '
+                                       f'{_fmt_int(d.events_scored)} events scored)</li>' for d in datas] + ["</ul>"]
+    parts = [f'<article id="{_e(model_anchor(d.model))}"><h2>{_e(d.model)}</h2>\n'
+             f'{_sections(d, heading="h3", id_prefix=model_anchor(d.model) + "-")}\n</article>' for d in datas]
+    return _page(f"driftline report: {len(datas)} models", "\n".join(contents + parts), generated_at)
+
+
+class UnknownModel(LookupError):
+    """A report asked for a model the registry does not have; the message names those it has."""
+
+
+def write_report(store, registry, path: Path, model: str | None = None) -> Path:
+    """Write the HTML report to ``path`` and return the path.
+
+    With ``model``, the page is on that model alone (it may have no versions yet:
+    every section then says so). Without it, one page covers every model in the
+    registry, a part per model; :class:`UnknownModel` if there is none.
+    """
     path = Path(path)
-    text = render(collect(store, registry, model))
+    if model is not None:
+        text = render(collect(store, registry, model))
+    else:
+        models = list(registry.models())
+        if not models:
+            raise UnknownModel("no models registered yet; register one with: driftline model register NAME "
+                               "--data FILE --target COLUMN --champion --reason '...'")
+        text = render_models([collect(store, registry, m) for m in models])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")

@@ -15,7 +15,7 @@ import httpx
 
 from driftline.contract import FeatureContract
 from driftline.registry.artifacts import dumps, loads_verified
-from driftline.registry.core import LoadedModel, ModelVersion, RegistryError
+from driftline.registry.core import LoadedModel, ModelVersion, MonitoringRequired, RegistryError
 from driftline.registry.trusted_types import validated_extra_types
 
 
@@ -57,6 +57,8 @@ class RegistryClient:
     def _check(response: httpx.Response) -> httpx.Response:
         if response.status_code == 404:
             raise RegistryError(response.json().get("detail", response.text))
+        if response.status_code == 409:
+            raise MonitoringRequired(response.json().get("detail", response.text))
         if response.is_client_error:  # say why (e.g. which untrusted type), not just the status
             raise httpx.HTTPStatusError(
                 f"{response.status_code} from {response.request.method} {response.request.url.path}: "
@@ -94,12 +96,17 @@ class RegistryClient:
 
     def register(self, model: str, estimator: Any, contract: FeatureContract, *, actor: str, reason: str = "",
                  **fields: Any) -> ModelVersion:
-        body = {"artifact_b64": base64.b64encode(dumps(estimator)).decode(), "contract": contract.to_dict(),
+        return self.register_artifact(model, dumps(estimator), contract, actor=actor, reason=reason, **fields)
+
+    def register_artifact(self, model: str, artifact: bytes, contract: FeatureContract, *, actor: str,
+                          reason: str = "", **fields: Any) -> ModelVersion:
+        body = {"artifact_b64": base64.b64encode(artifact).decode(), "contract": contract.to_dict(),
                 "actor": actor, "reason": reason, **{k: v or {} for k, v in fields.items()}}
         return _version(self._check(self._http.post(f"/v1/models/{model}/versions", json=body)).json())
 
-    def set_alias(self, model: str, alias: str, version: int, *, actor: str, reason: str) -> dict[str, Any]:
-        body = {"version": version, "actor": actor, "reason": reason}
+    def set_alias(self, model: str, alias: str, version: int, *, actor: str, reason: str,
+                  no_monitoring: bool = False) -> dict[str, Any]:
+        body = {"version": version, "actor": actor, "reason": reason, "no_monitoring": no_monitoring}
         return self._check(self._http.put(f"/v1/models/{model}/aliases/{alias}", json=body)).json()
 
     def rollback(self, model: str, *, actor: str, reason: str, alias: str = "champion") -> dict[str, Any]:

@@ -61,6 +61,10 @@ class InvalidModelName(ValueError):
     """A model name outside :data:`MODEL_NAME_PATTERN`."""
 
 
+class MonitoringRequired(ValueError):
+    """A version without a reference profile would become champion: its drift would go unmonitored."""
+
+
 @dataclass(frozen=True)
 class ModelVersion:
     model: str
@@ -187,11 +191,24 @@ class Registry:
         self._announce(event, sha)
         return version
 
-    def set_alias(self, model: str, alias: str, version: int, *, actor: str, reason: str) -> dict[str, Any]:
-        """Point ``alias`` at ``version``; returns the audit event."""
+    def set_alias(self, model: str, alias: str, version: int, *, actor: str, reason: str,
+                  no_monitoring: bool = False) -> dict[str, Any]:
+        """Point ``alias`` at ``version``; returns the audit event.
+
+        A version without a reference profile becomes champion only with
+        ``no_monitoring=True`` (its data and concept drift would go unwatched);
+        the audit reason then says so. Otherwise :class:`MonitoringRequired`.
+        """
         if alias not in ALIASES:
             raise RegistryError(f"unknown alias {alias!r}; use one of {ALIASES}")
         meta = self.get(model, version)
+        if alias == "champion" and not meta.profile.get("features"):  # a profile of nothing monitors nothing
+            if not no_monitoring:
+                raise MonitoringRequired(
+                    f"{model} v{version} has no reference profile, so as champion its data and concept drift would "
+                    f"go unmonitored; register it with reference data (--reference FILE), or say --no-monitoring "
+                    f"(no_monitoring: true over HTTP) to promote it anyway")
+            reason = f"{reason} [no monitoring: no reference profile]".strip()
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             previous = self._alias_version(model, alias)
