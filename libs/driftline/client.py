@@ -161,15 +161,17 @@ class Client:
         left of it counts as rejected (503) or, for the network, raises :class:`IngestError`.
     sleep
         How to wait between retries (tests pass a fake).
+    transport
+        An httpx transport (tests pass ``httpx.MockTransport``); None: the network.
     """
 
     def __init__(self, url: str, token: str | None = None, *, timeout_s: float = 60.0, retry_for_s: float = 120.0,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, transport: httpx.BaseTransport | None = None):
         self.url = url.rstrip("/")
         headers = {"Content-Type": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s)
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s, transport=transport)
         self.retry_for_s = retry_for_s
         self._sleep = sleep
         self._answered_once = False
