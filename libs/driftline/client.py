@@ -1,8 +1,11 @@
 """A small Python client for ingest: post feature events and labels in batches.
 
->>> from driftline.client import Client                                      # doctest: +SKIP
->>> result = Client("http://127.0.0.1:8000").send_events(records, model="churn")  # doctest: +SKIP
->>> result.accepted, result.rejected                                         # doctest: +SKIP
+::
+
+    from driftline.client import Client
+
+    result = Client("http://127.0.0.1:8000").send_events(records, model="churn")
+    print(result.accepted, result.already_accepted, result.rejected)
 
 Records are dicts in ingest's JSON format (see the README, "Sending data").
 What the client does for you:
