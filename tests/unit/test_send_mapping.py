@@ -131,3 +131,19 @@ def test_the_client_gives_up_on_a_bus_that_stays_full_and_says_so():
     with Client("http://ingest", "wrong", transport=httpx.MockTransport(ingest)) as client:
         with pytest.raises(Unauthorized, match="DRIFTLINE_INGEST_TOKEN"):
             client.send_labels([{"event_id": "a"}])
+
+
+def test_the_progress_bar_off_a_terminal_writes_a_line_per_tenth():
+    import io
+
+    from driftline.client import SendResult
+    from driftline.entry.send import ProgressBar
+
+    stream = io.StringIO()
+    bar = ProgressBar(1000, stream)
+    for done in range(0, 1001, 5):
+        bar.update(done, SendResult(sent=done, accepted=done))
+    bar.update(1000, SendResult(sent=1000, accepted=990, rejections=[]), final=True)
+    lines = stream.getvalue().splitlines()
+    assert 10 <= len(lines) <= 12 and "\r" not in stream.getvalue()
+    assert lines[-1].startswith("[" + "#" * 30 + "] 100%  1,000 rows  accepted 990  rejected 0")
