@@ -190,7 +190,10 @@ def summary(kind: str, source: RowFile, url: str, result: SendResult, lines: lis
     out = [f"{kind}: {result.sent:,} rows of {source.path.name} sent to {url}",
            f"accepted {result.accepted:,}   already accepted {result.already_accepted:,} (retries, not published "
            f"again)   rejected {result.rejected:,}   unreadable lines {len(unreadable):,} (not sent)"]
-    stored = [r for r in result.rejections if r.status != 413]
+    # A body ingest refused whole for its size (413, "(body)") was not read, so not stored; every other
+    # rejection, a record too large once encoded included, is in dead_letters.
+    stored = [r for r in result.rejections if not (r.status == 413 and r.errors[:1] and
+                                                   r.errors[0].get("field") == "(body)")]
     if stored:
         route = "/v1/events" if kind == "events" else "/v1/labels"
         out.append("rejected rows are kept by ingest in dead_letters, with the bytes sent; list them with:")
