@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     registry_max_body_bytes: int = Field(
         256 << 20, ge=1024, description="Largest registration request the registry accepts (413 beyond).")
 
+    # driftline send / driftline.client: where ingest is (issue 9); the token is DRIFTLINE_INGEST_TOKEN above
+    url: str = Field("http://127.0.0.1:8000", description="ingest's URL for `driftline send` (`driftline up`'s port).")
+
     # store endpoint (issue 8: credentials)
     store_credentials_file: Path | None = Field(
         None, description="User and password of `driftline store serve` (0600 JSON); unset means HOME/store-credentials.json.")

@@ -13,6 +13,7 @@ window. A record failing anywhere is rejected alone; the others go on.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -103,9 +104,60 @@ class Validation:
     rejected: list[Rejection] = field(default_factory=list)
 
 
-def _pydantic_errors(exc: ValidationError) -> list[dict[str, str]]:
-    return [{"field": ".".join(str(p) for p in e["loc"]) or "(record)", "message": e["msg"]}
-            for e in exc.errors()[:MAX_PROBLEMS]]
+#: At most this many names are listed in a message that names the expected ones.
+MAX_NAMES_LISTED = 20
+
+
+def _listing(names: list[str] | tuple[str, ...]) -> str:
+    shown = ", ".join(names[:MAX_NAMES_LISTED])
+    more = len(names) - MAX_NAMES_LISTED
+    return shown + (f" … and {more} more" if more > 0 else "") if names else "(none)"
+
+
+def _did_you_mean(name: str, candidates: list[str] | tuple[str, ...] | set[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def _unknown_field_message(name: str, shape: type[BaseModel]) -> str:
+    """Names the fields a record of ``shape`` has: the user learns the format from the error."""
+    required = [n for n, f in shape.model_fields.items() if f.is_required()]
+    optional = [n for n, f in shape.model_fields.items() if not f.is_required()]
+    kind = "an event" if shape is FeatureEventIn else "a label"
+    return (f"unknown field; {_did_you_mean(name, shape.model_fields)}{kind} has the fields "
+            f"{', '.join(required)} (required) and {', '.join(optional)}")
+
+
+def _pydantic_errors(exc: ValidationError, shape: type[BaseModel]) -> list[dict[str, str]]:
+    errors = []
+    for e in exc.errors()[:MAX_PROBLEMS]:
+        message = e["msg"]
+        if e["type"] == "extra_forbidden" and len(e["loc"]) == 1:
+            message = _unknown_field_message(str(e["loc"][0]), shape)
+        errors.append({"field": ".".join(str(p) for p in e["loc"]) or "(record)", "message": message})
+    return errors
+
+
+def no_champion_message(model: str) -> str:
+    """What to do about an event for a model without a champion."""
+    return (f"model {model!r} has no champion to score it: register one with "
+            f"`driftline model register {model} --data FILE --target COL --champion` "
+            f"(or promote a registered version: `driftline model promote {model} VERSION --reason ...`)")
+
+
+def contract_problems(model: str, contract: FeatureContract, numeric: dict[str, Any],
+                      categorical: dict[str, Any]) -> list[tuple[str, str]]:
+    """The contract's problems with an event; a feature it does not know is answered with the
+    names it does know (and the closest one), so the producer can fix the name."""
+    known = set(contract.numeric) | set(contract.categorical)
+    problems = []
+    for field_name, message in contract.problems(numeric, categorical):
+        name = field_name.split(".", 1)[1]
+        if name not in known:
+            message = (f"{message}; {_did_you_mean(name, known)}model {model!r} reads numeric features "
+                       f"{_listing(contract.numeric)} and categorical features {_listing(contract.categorical)}")
+        problems.append((field_name, message))
+    return problems
 
 
 def _errors(problems: list[tuple[str, str]]) -> list[dict[str, str]]:
@@ -140,9 +192,9 @@ class Ingest:
     def _event(self, event: FeatureEventIn, now: int) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         contract = self.contract_of(event.model)
         if contract is None:
-            problems = [("model", f"unknown model {event.model!r}: no champion registered")]
+            problems = [("model", no_champion_message(event.model))]
         else:
-            problems = contract.problems(event.numeric_features, event.categorical_features)
+            problems = contract_problems(event.model, contract, event.numeric_features, event.categorical_features)
         record = {
             "model": event.model,
             "event_id": event.event_id,
@@ -189,7 +241,7 @@ class Ingest:
             try:
                 parsed = shape.model_validate(source.value)
             except ValidationError as exc:
-                result.rejected.append(self._reject(source, _pydantic_errors(exc)))
+                result.rejected.append(self._reject(source, _pydantic_errors(exc, shape)))
                 continue
             record, problems = convert(parsed, now)
             if problems:
