@@ -207,3 +207,20 @@ def test_memory_bus_lag_is_high_watermark_minus_committed():
     assert sum(consumer.lag().values()) == 10  # read but not committed: still lag
     consumer.commit({(m.topic, m.partition): m.offset + 1 for m in batch})
     assert sum(consumer.lag().values()) == 6
+
+
+def test_the_grafana_dashboard_queries_only_metrics_driftline_defines():
+    import json
+    import re
+    from pathlib import Path
+
+    import driftline.telemetry  # noqa: F401  (defines the metrics on the default registry)
+
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "infra/grafana/dashboards/driftline.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", []) if "expr" in t]
+    used = {name for expr in exprs for name in re.findall(r"\bdriftline_\w+", expr)}
+    defined = {s.name for f in REGISTRY.collect() if f.name.startswith("driftline_") for s in f.samples} | \
+        {f.name + suffix for f in REGISTRY.collect() if f.name.startswith("driftline_")
+         for suffix in ("_total", "_bucket", "_count", "_sum", "")}
+    assert len(used) >= 10, used
+    assert used <= defined, used - defined
