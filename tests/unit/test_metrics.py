@@ -224,3 +224,23 @@ def test_the_grafana_dashboard_queries_only_metrics_driftline_defines():
          for suffix in ("_total", "_bucket", "_count", "_sum", "")}
     assert len(used) >= 10, used
     assert used <= defined, used - defined
+
+
+def test_serve_on_a_busy_metrics_port_says_so_without_a_traceback(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")},
+               "DRIFTLINE_HOME": str(tmp_path / "home"), "DRIFTLINE_METRICS_PORT": str(port)}
+        out = subprocess.run([sys.executable, "-m", "driftline.entry.cli", "serve", "predictor"], env=env,
+                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode != 0
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in out.stderr
+    assert "DRIFTLINE_METRICS_PORT" in out.stderr
+    assert "Traceback" not in out.stderr
