@@ -124,7 +124,6 @@ class Runner:
         control = self.control.poll_batch(self.batch_size, 0.0) if self.control else []
         messages = self.consumer.poll_batch(self.batch_size, self.poll_timeout_s if timeout_s is None else timeout_s)
         started = time.perf_counter()
-        self.metrics.received(control + messages)
         incoming, dead = self._decode(control + messages)
         output = self.service.handle(incoming, self.clock())
         for record in dead:
@@ -132,6 +131,7 @@ class Runner:
         if messages or control or output.records or output.rows:
             with self.metrics.checkpoint_seconds.time():
                 self.checkpoint(messages, output, control)
+            self.metrics.received(control + messages)  # counted once checkpointed, as the records out
             self.metrics.delivered(output.records, output.dead_reasons)
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.lag(self.consumer)
