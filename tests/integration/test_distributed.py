@@ -469,8 +469,8 @@ def test_every_service_serves_metrics_that_match_the_store(cluster: Cluster) -> 
     """Right after the flow above (no process restarted yet): each process's counters, scraped
     over HTTP from its DRIFTLINE_METRICS_PORT, equal what the store holds."""
 
-    def metric(service: str, name: str, **labels: str) -> float:
-        return cluster.scrape(service).get((name, tuple(sorted(labels.items()))), 0.0)
+    def metric(process: str, name: str, /, **labels: str) -> float:
+        return cluster.scrape(process).get((name, tuple(sorted(labels.items()))), 0.0)
 
     predictions = cluster.count("SELECT count() FROM predictions FINAL")
     accepted = cluster.count("SELECT count() FROM ingest_accepted FINAL")
