@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     store_credentials_file: Path | None = Field(
         None, description="User and password of `driftline store serve` (0600 JSON); unset means HOME/store-credentials.json.")
 
+    # metrics (issue 9): Prometheus text format of `driftline serve <service>`; see SECURITY.md
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Port of the service's own /metrics (Prometheus); unset means none.")
+    metrics_host: str = Field("127.0.0.1", description="Address the metrics port listens on (0.0.0.0 in a container).")
+
     @property
     def resolved_store_dsn(self) -> str:
         return self.store_dsn or f"chdb://{(self.home / 'store').resolve()}"

@@ -19,6 +19,7 @@ from driftline.bus import Bus, Message, Offsets, Producer, next_offsets
 from driftline.codec import Codec, UndecodableRecord
 from driftline.deadletter import dead_letter, dead_letter_row
 from driftline.store import Store
+from driftline.telemetry import OTHER, UNDECODABLE, RunnerMetrics
 from driftline.timeutil import now_ms
 from driftline.topics import DLQ
 
@@ -31,6 +32,7 @@ class Output:
 
     records: list[tuple[str, str | None, dict[str, Any]]] = field(default_factory=list)  # (topic, key, record)
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # table -> rows
+    dead_reasons: dict[str, int] = field(default_factory=dict)  # reason category -> dead letters (metrics)
 
     def add_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
         if rows:
@@ -39,10 +41,14 @@ class Output:
     def publish(self, topic: str, key: str | None, record: dict[str, Any]) -> None:
         self.records.append((topic, key, record))
 
-    def dead(self, record: dict[str, Any]) -> None:
-        """A dead letter goes to both the ``dlq`` topic and the ``dead_letters`` table."""
+    def dead(self, record: dict[str, Any], reason: str = OTHER) -> None:
+        """A dead letter goes to both the ``dlq`` topic and the ``dead_letters`` table.
+
+        ``reason`` is a bounded category (:mod:`driftline.telemetry`) for the metrics.
+        """
         self.publish(DLQ, record["dead_letter_id"], record)
         self.add_rows("dead_letters", [dead_letter_row(record)])
+        self.dead_reasons[reason] = self.dead_reasons.get(reason, 0) + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +108,7 @@ class Runner:
         self.control = bus.consumer(f"driftline-{service.name}-control-{uuid.uuid4().hex[:8]}",
                                     control_topics) if control_topics else None
         self.processed = 0
+        self.metrics = RunnerMetrics(service.name)
         if state is not None:
             self._resume()
 
@@ -116,12 +123,18 @@ class Runner:
         """Process one batch; return how many messages it held."""
         control = self.control.poll_batch(self.batch_size, 0.0) if self.control else []
         messages = self.consumer.poll_batch(self.batch_size, self.poll_timeout_s if timeout_s is None else timeout_s)
+        started = time.perf_counter()
         incoming, dead = self._decode(control + messages)
         output = self.service.handle(incoming, self.clock())
         for record in dead:
-            output.dead(record)
+            output.dead(record, reason=UNDECODABLE)
         if messages or control or output.records or output.rows:
-            self.checkpoint(messages, output, control)
+            with self.metrics.checkpoint_seconds.time():
+                self.checkpoint(messages, output, control)
+            self.metrics.received(control + messages)  # counted once checkpointed, as the records out
+            self.metrics.delivered(output.records, output.dead_reasons)
+            self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.metrics.lag(self.consumer)
         self.processed += len(messages)
         return len(messages)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from driftline import telemetry
 from driftline.drift import ReferenceProfile
 from driftline.registry import RegistryError
 from driftline.runner import Incoming, Output
@@ -32,6 +33,7 @@ class DriftDetectorService:
 
     def __init__(self, detector: DriftDetector):
         self.detector = detector
+        self._newest_coverage: dict[str, int] = {}  # model -> start of the newest coverage window (metrics)
 
     def handle(self, batch: list[Incoming], now_ms: int) -> Output:
         out = Output()
@@ -40,6 +42,7 @@ class DriftDetectorService:
         for result in (self.detector.observe_predictions(predictions, now_ms),
                        self.detector.observe_labeled(labeled, now_ms)):
             self._emit(result, out)
+            telemetry.observe_drift(result.metric_rows, result.signals, result.requests, self._newest_coverage)
         return out
 
     @staticmethod

@@ -34,6 +34,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from driftline import telemetry
 from driftline.bus import BusFull, Producer
 from driftline.codec import Codec
 from driftline.deadletter import dead_letter, dead_letter_row
@@ -149,6 +150,7 @@ class IngestGateway:
             with self._lock:
                 self._store_dead(dead)
                 self._copy_to_dlq(dead)
+            telemetry.observe_ingest(topic, 0, 0, [400])
             return IngestResult(body_error=records)
         return self._submit(topic, records)
 
@@ -180,6 +182,8 @@ class IngestGateway:
         result.accepted.sort()
         result.rejected.sort(key=lambda r: r.index)
         result.already_accepted.sort()
+        telemetry.observe_ingest(topic, len(result.accepted), len(result.already_accepted),
+                                 [r.status for r in result.rejected])
         return result
 
     def _encode(self, topic: str, candidates: list[Candidate], result: IngestResult) -> list[_Encoded]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from driftline import telemetry
 from driftline.deadletter import dead_letter
 from driftline.registry import Registry
 from driftline.runner import Incoming, Output
@@ -38,5 +39,7 @@ class PredictorService:
             message_of = {id(item.record): item.message for item in features}
             for event, reason in unscorable:
                 m = message_of[id(event)]
-                out.dead(dead_letter(self.name, m.topic, m.value, reason, partition=m.partition, offset=m.offset, key=m.key))
+                out.dead(dead_letter(self.name, m.topic, m.value, reason, partition=m.partition, offset=m.offset, key=m.key),
+                         reason=telemetry.UNSCORABLE)
+        telemetry.observe_champions(self.name, self.predictor.versions())
         return out

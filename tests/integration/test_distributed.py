@@ -33,6 +33,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import StringDeserializer
+from prometheus_client.parser import text_string_to_metric_families
 
 from driftline import __version__
 from driftline.entry.demo import COUNT_JOINED, COUNT_PREDICTIONS, EPOCH_MS, EVENT_SPACING_MS, TRAINING_OFFSET, feature_events
@@ -158,8 +159,12 @@ class Cluster:
         logs = root / "logs"
         logs.mkdir()
 
+        # Every driftline service serves its metrics on a port of its own (DRIFTLINE_METRICS_PORT).
+        self.metrics_ports = {name: free_port() for name in ("registry", "ingest", *RUNNERS)}
+
         def proc(name: str, *args: str) -> ServiceProcess:
-            return ServiceProcess(name, list(args), self.env, logs / f"{name}.log")
+            env = {**self.env, "DRIFTLINE_METRICS_PORT": str(self.metrics_ports[name])} if name in self.metrics_ports else self.env
+            return ServiceProcess(name, list(args), env, logs / f"{name}.log")
 
         self.procs: dict[str, ServiceProcess] = {
             "store": proc("store", "store", "serve", "--path", str(root / "store"), "--port", str(self.store_port)),
@@ -316,6 +321,14 @@ class Cluster:
             reader.close()
         return keys
 
+    def scrape(self, service: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """The service's metrics over HTTP, parsed by prometheus_client: (sample name, labels) -> value."""
+        response = self.http.get(f"http://127.0.0.1:{self.metrics_ports[service]}/metrics")
+        assert response.status_code == 200, response.text[:300]
+        assert response.headers["content-type"].startswith("text/plain")
+        return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in text_string_to_metric_families(response.text) for sample in family.samples}
+
     def predictor_has_read_the_model_events(self) -> bool:
         """Whether the live predictor's control consumer (a group of its own per process) has
         committed the ``models`` topic to its end."""
@@ -450,6 +463,38 @@ def test_events_and_labels_flow_through_every_service(cluster: Cluster) -> None:
         assert client.aliases(MODEL)["champion"] == cluster.version
     finally:
         client.close()
+
+
+def test_every_service_serves_metrics_that_match_the_store(cluster: Cluster) -> None:
+    """Right after the flow above (no process restarted yet): each process's counters, scraped
+    over HTTP from its DRIFTLINE_METRICS_PORT, equal what the store holds."""
+
+    def metric(process: str, name: str, /, **labels: str) -> float:
+        return cluster.scrape(process).get((name, tuple(sorted(labels.items()))), 0.0)
+
+    predictions = cluster.count("SELECT count() FROM predictions FINAL")
+    accepted = cluster.count("SELECT count() FROM ingest_accepted FINAL")
+    joined = cluster.count("SELECT count() FROM labels FINAL WHERE status = 'joined'")
+    assert predictions == accepted == 20_000
+    assert metric("ingest", "driftline_ingest_records_total", topic=FEATURES, outcome="accepted") == accepted
+    assert metric("ingest", "driftline_records_out_total", service="ingest", topic=FEATURES) == accepted
+    assert metric("predictor", "driftline_records_in_total", service="predictor", topic=FEATURES) == accepted
+    assert metric("predictor", "driftline_records_out_total", service="predictor", topic=PREDICTIONS) == predictions
+    assert metric("label-joiner", "driftline_records_in_total", service="label-joiner", topic=PREDICTIONS) == predictions
+    assert metric("label-joiner", "driftline_records_out_total", service="label-joiner", topic="labeled") == joined
+    assert metric("drift-detector", "driftline_records_in_total", service="drift-detector", topic=PREDICTIONS) == predictions
+    assert metric("predictor", "driftline_batch_seconds_count", service="predictor") >= 1
+    assert metric("drift-detector", "driftline_checkpoint_seconds_count", service="drift-detector") >= 1
+    assert metric("predictor", "driftline_champion_version", service="predictor", model=MODEL) == cluster.version
+    assert metric("registry", "driftline_champion_version", service="registry", model=MODEL) == cluster.version
+    assert metric("drift-detector", "driftline_psi", model=MODEL, feature=NUMERIC[0]) < 0.10  # no drift here
+    # Consumer lag from the broker (high watermark - committed), per partition; all consumed.
+    def predictor_lag() -> dict | None:
+        lags = {labels: v for (name, labels), v in cluster.scrape("predictor").items() if name == "driftline_consumer_lag"}
+        return lags if len(lags) == 3 and not any(lags.values()) else None
+
+    lags = cluster.wait_until("the predictor's lag gauges at 0 on the 3 features partitions", predictor_lag, 30.0)
+    assert {dict(labels)["topic"] for labels in lags} == {FEATURES}
 
 
 def test_any_confluent_consumer_reads_our_topics(cluster: Cluster, kafka_bootstrap: str,

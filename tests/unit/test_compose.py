@@ -323,6 +323,21 @@ def test_clickhouse_exposes_prometheus_metrics_that_prometheus_scrapes():
     assert {"clickhouse", "prometheus"} <= set(services())
 
 
+def test_prometheus_scrapes_every_driftline_service_at_its_metrics_port():
+    config = load_yaml(PROMETHEUS)
+    targets = {t for job in config["scrape_configs"] for sc in job.get("static_configs", []) for t in sc["targets"]}
+    for name in SIX:
+        env = environment(services()[name])
+        assert env.get("DRIFTLINE_METRICS_HOST") == "0.0.0.0", f"{name}: metrics must listen beyond the container"
+        port = env.get("DRIFTLINE_METRICS_PORT")
+        assert port, f"{name} serves no metrics"
+        assert Settings(metrics_port=port).metrics_port  # a valid value for the setting
+        assert f"{name}:{port}" in targets, f"prometheus does not scrape {name}:{port}"
+        published = [str(p["target"]) if isinstance(p, dict) else str(p).rsplit(":", 1)[-1]
+                     for p in services()[name].get("ports") or []]
+        assert port not in published, f"{name}: the metrics port stays on the compose network"
+
+
 def _datasource_uids() -> dict[str, str]:
     return {d["uid"]: d["type"] for d in load_yaml(DATASOURCES)["datasources"]}
 

@@ -73,6 +73,11 @@ class Consumer(ABC):
     def seek(self, offsets: Offsets) -> None:
         """Read from ``offsets`` next (for partitions in ``offsets`` that are assigned here)."""
 
+    def lag(self) -> Offsets:
+        """Per assigned partition, records not committed yet: high watermark minus committed
+        offset (for metrics; a bus that cannot tell returns nothing)."""
+        return {}
+
     @abstractmethod
     def close(self) -> None: ...
 

@@ -188,5 +188,19 @@ class KafkaConsumer(Consumer):
             else:
                 self._pending_seeks[(topic, partition)] = offset
 
+    def lag(self, timeout_s: float = 2.0) -> Offsets:
+        """High watermark minus committed offset per assigned partition: one request for the
+        commits and one per partition for its watermark, so callers do not ask every batch.
+        A partition with no commit yet counts from its low watermark (``auto.offset.reset``
+        is ``earliest``)."""
+        lags: Offsets = {}
+        assigned = self._consumer.assignment()
+        if not assigned:
+            return lags
+        for tp in self._consumer.committed(assigned, timeout=timeout_s):
+            low, high = self._consumer.get_watermark_offsets(tp, timeout=timeout_s, cached=False)
+            lags[(tp.topic, tp.partition)] = max(0, high - (tp.offset if tp.offset >= 0 else low))
+        return lags
+
     def close(self) -> None:
         self._consumer.close()

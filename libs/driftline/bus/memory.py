@@ -218,6 +218,11 @@ class MemoryConsumer(Consumer):
                 if tp in self._positions:
                     self._positions[tp] = offset
 
+    def lag(self) -> Offsets:
+        with self._bus._lock:
+            committed = self._bus._groups[self.group].committed
+            return {tp: self._bus._partitions(tp[0])[tp[1]].end - committed.get(tp, 0) for tp in self._assignment}
+
     def close(self) -> None:
         with self._bus._lock:
             group = self._bus._groups[self.group]

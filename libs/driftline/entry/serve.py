@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 
+from driftline import telemetry
 from driftline.bus.kafka import KafkaBus
 from driftline.codec import Codec, registry_client
 from driftline.config import Settings
@@ -82,6 +83,14 @@ def serve(service: str, host: str, port: int, settings: Settings | None = None) 
     settings = settings or Settings()
     if service not in SERVICES:
         raise SystemExit(f"unknown service {service!r}; choose from {', '.join(SERVICES)}")
+    if settings.metrics_port is not None:
+        try:
+            telemetry.start_server(settings.metrics_port, settings.metrics_host)
+        except OSError as exc:
+            raise SystemExit(f"driftline serve {service}: cannot serve metrics on "
+                             f"{settings.metrics_host}:{settings.metrics_port} ({exc}); "
+                             "set DRIFTLINE_METRICS_PORT to a free port") from None
+        log.warning("%s: metrics on http://%s:%d/metrics", service, settings.metrics_host, settings.metrics_port)
     if service in HTTP_SERVICES:
         return _serve_http(service, host, port, settings)
     # Handlers first: a SIGTERM that arrives while the service connects still means "stop cleanly".
@@ -134,6 +143,11 @@ def _serve_http(service: str, host: str, port: int, settings: Settings) -> int:
             producer.flush()
 
         registry.listeners.append(publish)
+        registry.listeners.append(lambda event: telemetry.observe_model_event(service, event))
+        for model in registry.models():  # the gauge starts from the champions already there
+            champion = registry.resolve(model, "champion")
+            if champion is not None:
+                telemetry.CHAMPION_VERSION.labels(service, model).set(champion.version)
         token = settings.registry_token.get_secret_value() if settings.registry_token else None
         read_token = settings.registry_read_token.get_secret_value() if settings.registry_read_token else None
         app = create_app(registry, token, read_token=read_token, max_body_bytes=settings.registry_max_body_bytes)
