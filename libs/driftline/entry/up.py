@@ -147,7 +147,7 @@ def _listen(host: str, port: int) -> socket.socket:
 def run_up(host: str, port: int, store_port: int = 0, settings: Settings | None = None) -> int:
     """Run until SIGINT/SIGTERM; returns 0 after a clean stop (every runner checkpointed)."""
     from driftline.entry.embedded import Embedded
-    from driftline.store.credentials import default_credentials_file, load_or_create_credentials
+    from driftline.store.credentials import CREDENTIALS_FILENAME, load_or_create_credentials
     from driftline.store.server.app import StoreApp
 
     settings = settings or Settings()
@@ -187,7 +187,8 @@ def run_up(host: str, port: int, store_port: int = 0, settings: Settings | None 
     store_app = None
     try:
         store_app = StoreApp(str((settings.home / "store").resolve()),
-                             load_or_create_credentials(Path(settings.store_credentials_file or default_credentials_file())))
+                             load_or_create_credentials(
+            Path(settings.store_credentials_file or settings.home / CREDENTIALS_FILENAME).absolute()))
         # chDB runs one statement at a time per process: the endpoint and the services take turns on one lock.
         store_app.engine._lock = embedded.store._lock
         servers[:] = [_Server.make(build_app(embedded, settings, runner_thread), http_sock)[0],
