@@ -69,8 +69,11 @@ def _write_record(file, message: Message) -> None:
     file.write(message.value)
 
 
-def _read_records(path: Path, topic: str, partition: int) -> list[Message]:
-    """The records in a partition file; a record cut short by a crash mid-write ends the list."""
+def _read_records(path: Path, topic: str, partition: int) -> tuple[list[Message], bool]:
+    """The records in a partition file, and whether the file held nothing else.
+
+    A record cut short by a crash mid-write ends the list (it was never flushed, so
+    never acknowledged to a producer nor committed by a consumer)."""
     data = path.read_bytes() if path.exists() else b""
     records, at = [], 0
     while at + _RECORD_HEADER.size <= len(data):
@@ -82,7 +85,7 @@ def _read_records(path: Path, topic: str, partition: int) -> list[Message]:
         key = None if key_len < 0 else data[at:at + key_len]
         records.append(Message(topic, partition, offset, key, data[at + max(key_len, 0):end], timestamp))
         at = end
-    return records
+    return records, at == len(data)
 
 
 @dataclass
@@ -150,13 +153,13 @@ class MemoryBus(Bus):
         """Reload a partition from its file, drop what retention lets go, rewrite the file compacted."""
         path = self._log_path(topic, index)
         partition = self._topics[topic][index]
-        records = _read_records(path, topic, index)
+        records, clean = _read_records(path, topic, index)
         if records:
             partition.start = partition.end = records[0].offset
             for message in records:
                 partition.append(message)
         self._truncate(topic, index)
-        if len(partition.records) != len(records):
+        if len(partition.records) != len(records) or not clean:
             tmp = path.with_suffix(".tmp")
             with open(tmp, "wb") as out:
                 for message in partition.records:
