@@ -194,6 +194,10 @@ def test_up_serves_counts_exactly_and_resumes_after_ctrl_c(up_env, tmp_path):
     assert post(up.url, "/v1/labels", labels(0, 2000)) == 2000
     wait_for(lambda: store_count(PREDICTIONS) == 2500 and store_count(JOINED) == 2000, 120, "phase 1 processed")
     assert sql(up_env, PREDICTIONS) == [{"count()": 2500}]  # another process, while up runs
+    out = tmp_path / "report.html"
+    done = subprocess.run([str(BIN / "driftline"), "report", "--model", MODEL, "--out", str(out)], env=up_env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "events scored</div><div class=\"v\">2,500" in out.read_text(), done.stderr
 
     # The dashboard renders while the next events stream in.
     png = tmp_path / "dashboard.png"
