@@ -97,8 +97,34 @@ class Settings(BaseSettings):
 
     @property
     def resolved_store_dsn(self) -> str:
-        return self.store_dsn or f"chdb://{(self.home / 'store').resolve()}"
+        if self.store_dsn:
+            return self.store_dsn
+        up = running_up(self.home)  # a running `driftline up` owns the chDB store: go through its endpoint
+        return up["store_url"] if up else f"chdb://{(self.home / 'store').resolve()}"
 
     @property
     def registry_home(self) -> Path:
         return self.home / "registry"
+
+
+# --- driftline up (issue 9): where a running `up` says it serves ---------------------------------------
+UP_FILE = "up.json"  # written by `driftline up` under HOME while it runs: {"pid", "url", "store_url"}
+
+
+def running_up(home: Path) -> dict | None:
+    """What ``HOME/up.json`` says, if the ``driftline up`` that wrote it is still alive; otherwise None.
+
+    chDB admits one process per store, so while ``up`` runs other commands reach the store
+    through the endpoint it serves. A file left by a killed ``up`` (its pid gone) is ignored.
+    """
+    import json
+    import os
+
+    try:
+        up = json.loads((Path(home) / UP_FILE).read_text())
+        os.kill(int(up["pid"]), 0)
+    except (FileNotFoundError, ValueError, KeyError, TypeError, ProcessLookupError):
+        return None
+    except PermissionError:  # alive, owned by someone else
+        pass
+    return up

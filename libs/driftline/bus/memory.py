@@ -8,14 +8,28 @@ partition holds more than ``retention_bytes`` (but never one that a group
 reading the topic has not committed yet), and a producer gets
 :class:`BusFull` while unconsumed records would push a partition past
 ``retention_bytes + max_lag_bytes``.
+
+With ``log_dir`` the bus survives its process (``driftline up``): every record is
+appended to a file per partition, written through on ``flush`` (which ingest and
+the runners call before answering or committing), and committed offsets with the
+groups reading each topic go to ``offsets.json`` on every commit. A bus opened
+on the same ``log_dir`` reloads both, so what ingest accepted but no runner had
+processed yet is still there, and every group resumes at its committed offset.
+On opening, records that every reading group has committed and retention lets
+go are dropped and the files rewritten, so the log does not grow without bound
+across restarts.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import struct
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from driftline.bus.base import Bus, BusFull, Consumer, Message, Offsets, Producer, partition_for
 
@@ -40,6 +54,38 @@ class _Partition:
     def read(self, offset: int, limit: int) -> list[Message]:
         first = max(offset, self.start) - self.start
         return [self.records[i] for i in range(first, min(first + limit, len(self.records)))]
+
+
+#: One record on disk: offset, timestamp, key length (-1: no key), value length; then key and value.
+_RECORD_HEADER = struct.Struct("<qqii")
+OFFSETS_FILE = "offsets.json"
+
+
+def _write_record(file, message: Message) -> None:
+    key = message.key
+    file.write(_RECORD_HEADER.pack(message.offset, message.timestamp_ms, -1 if key is None else len(key), len(message.value)))
+    if key is not None:
+        file.write(key)
+    file.write(message.value)
+
+
+def _read_records(path: Path, topic: str, partition: int) -> tuple[list[Message], bool]:
+    """The records in a partition file, and whether the file held nothing else.
+
+    A record cut short by a crash mid-write ends the list (it was never flushed, so
+    never acknowledged to a producer nor committed by a consumer)."""
+    data = path.read_bytes() if path.exists() else b""
+    records, at = [], 0
+    while at + _RECORD_HEADER.size <= len(data):
+        offset, timestamp, key_len, value_len = _RECORD_HEADER.unpack_from(data, at)
+        at += _RECORD_HEADER.size
+        end = at + max(key_len, 0) + value_len
+        if end > len(data):
+            break
+        key = None if key_len < 0 else data[at:at + key_len]
+        records.append(Message(topic, partition, offset, key, data[at + max(key_len, 0):end], timestamp))
+        at = end
+    return records, at == len(data)
 
 
 @dataclass
@@ -75,18 +121,85 @@ class MemoryBus(Bus):
     []
     """
 
-    def __init__(self, max_lag_bytes: int = 64 << 20, retention_bytes: int = 4 << 20):
+    def __init__(self, max_lag_bytes: int = 64 << 20, retention_bytes: int = 4 << 20, log_dir: Path | None = None):
         self.max_lag_bytes = max_lag_bytes
         self.retention_bytes = retention_bytes
+        self.log_dir = None if log_dir is None else Path(log_dir)
         self._topics: dict[str, list[_Partition]] = {}
         self._groups: dict[str, _Group] = {}
         self._readers: dict[str, set[str]] = {}  # topic -> groups that subscribed to it
+        self._files: dict[tuple[str, int], object] = {}  # (topic, partition) -> open append-only file
         self._lock = threading.Condition()
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self._load_offsets()
 
     def create_topics(self, topics: dict[str, int]) -> None:
         with self._lock:
             for name, partitions in topics.items():
-                self._topics.setdefault(name, [_Partition() for _ in range(partitions)])
+                if name in self._topics:
+                    continue
+                self._topics[name] = [_Partition() for _ in range(partitions)]
+                if self.log_dir is not None:
+                    for index in range(partitions):
+                        self._open_log(name, index)
+
+    # -- persistence (only with log_dir) ---------------------------------------------------
+
+    def _log_path(self, topic: str, index: int) -> Path:
+        return self.log_dir / f"{topic}-{index}.log"
+
+    def _open_log(self, topic: str, index: int) -> None:
+        """Reload a partition from its file, drop what retention lets go, rewrite the file compacted."""
+        path = self._log_path(topic, index)
+        partition = self._topics[topic][index]
+        records, clean = _read_records(path, topic, index)
+        if records:
+            partition.start = partition.end = records[0].offset
+            for message in records:
+                partition.append(message)
+        self._truncate(topic, index)
+        if len(partition.records) != len(records) or not clean:
+            tmp = path.with_suffix(".tmp")
+            with open(tmp, "wb") as out:
+                for message in partition.records:
+                    _write_record(out, message)
+            os.replace(tmp, path)
+        self._files[(topic, index)] = open(path, "ab")
+
+    def _load_offsets(self) -> None:
+        path = self.log_dir / OFFSETS_FILE
+        if not path.exists():
+            return
+        saved = json.loads(path.read_text())
+        for group, offsets in saved["committed"].items():
+            self._groups[group] = _Group(committed={(t, int(p)): o for t, p, o in offsets})
+        self._readers = {topic: set(groups) for topic, groups in saved["readers"].items()}
+
+    def _save_offsets(self) -> None:
+        """Committed offsets and readers, atomically (a crash leaves the old file or the new one)."""
+        if self.log_dir is None:
+            return
+        saved = {"committed": {g: [[t, p, o] for (t, p), o in sorted(state.committed.items())]
+                               for g, state in self._groups.items()},
+                 "readers": {t: sorted(groups) for t, groups in self._readers.items()}}
+        tmp = self.log_dir / (OFFSETS_FILE + ".tmp")
+        tmp.write_text(json.dumps(saved))
+        os.replace(tmp, self.log_dir / OFFSETS_FILE)
+
+    def flush_logs(self) -> None:
+        """Hand every appended record to the operating system (survives the process, not a power cut)."""
+        with self._lock:
+            for file in self._files.values():
+                file.flush()
+
+    def close(self) -> None:
+        """Flush and close the partition files (the in-memory log stays readable)."""
+        with self._lock:
+            for file in self._files.values():
+                file.close()
+            self._files.clear()
+            self._save_offsets()
 
     def producer(self) -> Producer:
         return MemoryProducer(self)
@@ -111,7 +224,11 @@ class MemoryBus(Bus):
             if partition.retained_bytes >= self.retention_bytes + self.max_lag_bytes:
                 raise BusFull(f"topic {topic!r} partition {index}: consumers lag by about "
                               f"{partition.retained_bytes - self.retention_bytes} bytes")
-        partition.append(Message(topic, index, partition.end, key, bytes(value), int(time.time() * 1000)))
+        message = Message(topic, index, partition.end, key, bytes(value), int(time.time() * 1000))
+        partition.append(message)
+        file = self._files.get((topic, index))
+        if file is not None:
+            _write_record(file, message)
         if partition.retained_bytes > self.retention_bytes:
             self._truncate(topic, index)
 
@@ -147,7 +264,9 @@ class MemoryProducer(Producer):
             self._bus._lock.notify_all()
 
     def flush(self, timeout_s: float = 30.0) -> None:
-        """Records are on the log as soon as ``produce`` returns."""
+        """Records are on the log as soon as ``produce`` returns; a persistent bus writes its files through."""
+        if self._bus.log_dir is not None:
+            self._bus.flush_logs()
 
     def room(self, topic: str) -> bool:
         """Whether every partition of ``topic`` is below the backpressure limit."""
@@ -171,6 +290,7 @@ class MemoryConsumer(Consumer):
             for topic in topics:
                 bus._partitions(topic)
                 bus._readers.setdefault(topic, set()).add(group)
+            bus._save_offsets()
             state = bus._groups.setdefault(group, _Group())
             state.members.append(self)
             bus._assign(state)
@@ -206,6 +326,7 @@ class MemoryConsumer(Consumer):
             committed = self._bus._groups[self.group].committed
             for tp, offset in offsets.items():
                 committed[tp] = max(committed.get(tp, 0), offset)
+            self._bus._save_offsets()
             self._bus._lock.notify_all()
 
     def positions(self) -> Offsets:

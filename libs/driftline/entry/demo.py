@@ -245,7 +245,7 @@ def reset_home(home: Path) -> None:
     if not home.exists():
         return
     entries = {p.name for p in home.iterdir()}
-    foreign = sorted(entries - {"store", "registry"})
+    foreign = sorted(entries - {"store", "registry", "bus"})
     if foreign:
         raise SystemExit(f"{home} holds {foreign}, not only driftline state: not resetting it. "
                          "Use another DRIFTLINE_HOME, or --keep to replay onto it.")

@@ -2,10 +2,17 @@
 
 The services are the same classes that run as separate processes in
 distributed mode; only the bus and the store differ. Runners take turns in
-one thread (``pump``), which keeps runs deterministic and needs no locks.
+one thread: the demo calls :meth:`Embedded.pump` between chunks, which keeps
+runs deterministic; ``driftline up`` calls :meth:`Embedded.run` in a background
+thread, which pumps until stopped and waits on the bus when idle.
+
+With ``persistent=True`` the bus keeps its log and committed offsets under
+``HOME/bus`` (see :class:`MemoryBus`), so a restart resumes where it stopped.
 """
 
 from __future__ import annotations
+
+import threading
 
 from driftline.bus.memory import MemoryBus
 from driftline.codec import Codec, registry_client
@@ -20,10 +27,10 @@ from driftline.entry.wiring import RUNNER_SERVICES, Context, make_runner
 
 
 class Embedded:
-    def __init__(self, settings: Settings | None = None):
+    def __init__(self, settings: Settings | None = None, persistent: bool = False):
         self.settings = settings or Settings()
         self.settings.home.mkdir(parents=True, exist_ok=True)
-        self.bus = MemoryBus()
+        self.bus = MemoryBus(log_dir=self.settings.home / "bus" if persistent else None)
         self.bus.create_topics({topic: self.settings.partitions for topic in ALL_TOPICS})
         self.codec = Codec(registry_client(None))
         self.store = Store(self.settings.resolved_store_dsn)
@@ -58,8 +65,33 @@ class Embedded:
             if not moved:
                 return total
 
+    def run(self, stop: threading.Event, idle_wait_s: float = 0.2) -> int:
+        """Pump until ``stop`` is set, then checkpoint every runner's state; returns messages processed.
+
+        A stop request is seen between batches, so the batch in hand is always finished
+        and checkpointed (offsets committed after its outputs) before this returns.
+        """
+        total = 0
+        while not stop.is_set():
+            moved = 0
+            for runner in self.runners:
+                if stop.is_set():
+                    break
+                moved += runner.step(timeout_s=0.0)
+            total += moved
+            if not moved:
+                stop.wait(idle_wait_s)  # nothing to do: give the CPU to HTTP instead of spinning
+        self.checkpoint()
+        return total
+
+    def checkpoint(self) -> None:
+        """Persist every stateful runner's state with the offsets it covers."""
+        for runner in self.runners:
+            runner.persist_state()
+
     def close(self) -> None:
         for runner in self.runners:
             runner.close()
+        self.bus.close()
         self.registry.close()
         self.store.close()
