@@ -82,13 +82,23 @@ def build_pipeline(recipe: dict[str, Any], contract: FeatureContract) -> Pipelin
     return Pipeline([("features", columns), ("model", estimator)])
 
 
-def to_frame(contract: FeatureContract, numeric: Sequence[dict[str, float]], categorical: Sequence[dict[str, str]]) -> pd.DataFrame:
-    """The model's input: one column per contract feature, NaN / "" where a value is absent."""
+def to_frame(contract: FeatureContract, numeric: Sequence[dict[str, float]], categorical: Sequence[dict[str, str]],
+             estimator: Any = None) -> pd.DataFrame:
+    """The model's input: one column per contract feature, NaN / "" where a value is absent.
+
+    Columns are the contract's numeric then categorical features, or, given an
+    ``estimator`` fitted on named columns, its ``feature_names_in_`` order: a
+    pipeline trained elsewhere may interleave them, and scikit-learn refuses
+    columns in another order than at fit time.
+    """
     columns: dict[str, Any] = {}
     for name in contract.numeric:
         columns[name] = np.fromiter((row.get(name, np.nan) for row in numeric), dtype=np.float64, count=len(numeric))
     for name in contract.categorical:
         columns[name] = np.array([row.get(name, "") for row in categorical], dtype=object)
+    fitted_order = getattr(estimator, "feature_names_in_", None)
+    if fitted_order is not None and set(fitted_order) == set(columns):
+        columns = {name: columns[name] for name in fitted_order}
     return pd.DataFrame(columns)
 
 

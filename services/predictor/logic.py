@@ -96,7 +96,7 @@ class Predictor:
         meta = loaded.meta
         numeric = [e["numeric_features"] for e in events]
         categorical = [e["categorical_features"] for e in events]
-        frame = to_frame(meta.contract, numeric, categorical)
+        frame = to_frame(meta.contract, numeric, categorical, loaded.estimator)
         if meta.contract.task == "regression":
             values = predicted_values(loaded.estimator, frame)
             score, per_class = values, [{} for _ in events]

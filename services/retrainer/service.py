@@ -117,7 +117,7 @@ class RetrainerService:
         parameters = {"model": model, "start": to_datetime(request["window_start"]), "limit": self.max_rows}
         _, rows = self.store.query(TRAINING_SQL, parameters)
         data = LabelledData(
-            frame=to_frame(champion.meta.contract, [r[0] for r in rows], [r[1] for r in rows]),
+            frame=to_frame(champion.meta.contract, [r[0] for r in rows], [r[1] for r in rows], champion.estimator),
             labels=_targets(champion.meta.contract.task, rows),
             event_time_ms=np.array([r[3] for r in rows], dtype=np.int64),
             sql=TRAINING_SQL.strip(),
