@@ -373,9 +373,11 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Add ``driftline model ...`` to the ``driftline`` parser."""
-    from driftline.registry import ALIASES
+    """Add ``driftline model ...`` to the ``driftline`` parser.
 
+    Nothing here imports the registry (skops, scikit-learn: seconds): every
+    ``driftline`` command builds this parser. The registry checks ``--alias``.
+    """
     model = sub.add_parser("model", help="register, list, show, promote, roll back models; write model cards",
                            description="Model versions in the registry (DRIFTLINE_REGISTRY_URL, or the local one "
                                        "under DRIFTLINE_HOME). Every write needs --reason and is audited.")
@@ -429,7 +431,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     promote = commands.add_parser("promote", help="point an alias (default champion) at a version")
     promote.add_argument("name")
     promote.add_argument("version", type=int)
-    promote.add_argument("--alias", choices=ALIASES, default="champion")
+    promote.add_argument("--alias", default="champion", help="champion (default), challenger, shadow or canary")
     promote.add_argument("--no-monitoring", action="store_true",
                          help="allow a champion without a reference profile (its drift goes unmonitored)")
     reason(promote)
@@ -437,7 +439,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     rollback = commands.add_parser("rollback", help="move an alias (default champion) back to its previous version")
     rollback.add_argument("name")
-    rollback.add_argument("--alias", choices=ALIASES, default="champion")
+    rollback.add_argument("--alias", default="champion", help="champion (default), challenger, shadow or canary")
     reason(rollback)
     rollback.set_defaults(func=cmd_rollback)
 

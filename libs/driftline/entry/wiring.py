@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from driftline.bus import Bus
 from driftline.codec import Codec
@@ -16,12 +16,15 @@ from driftline.config import Settings
 from driftline.runner import Runner
 from driftline.store import Store
 from driftline.timeutil import now_ms
-from driftline.services.drift_detector.logic import DriftDetector
-from driftline.services.drift_detector.service import DriftDetectorService, profile_from_registry
-from driftline.services.label_joiner.service import LabelJoinerService
-from driftline.services.predictor.service import PredictorService
-from driftline.services.retrainer.logic import Retrainer
-from driftline.services.retrainer.service import RetrainerService
+
+if TYPE_CHECKING:
+    from driftline.services.drift_detector.service import DriftDetectorService
+    from driftline.services.label_joiner.service import LabelJoinerService
+    from driftline.services.predictor.service import PredictorService
+    from driftline.services.retrainer.service import RetrainerService
+
+# Each factory imports its service when called: a command that only names the
+# services (`driftline --help`, `serve`'s choices) does not import scikit-learn and river.
 
 
 @dataclass
@@ -34,15 +37,21 @@ class Context:
 
 
 def predictor(ctx: Context) -> PredictorService:
+    from driftline.services.predictor.service import PredictorService
+
     return PredictorService.from_registry(ctx.registry)
 
 
 def label_joiner(ctx: Context) -> LabelJoinerService:
+    from driftline.services.label_joiner.service import LabelJoinerService
+
     return LabelJoinerService.over_store(ctx.store, ctx.settings.label_ttl_ms, now_ms())
 
 
 def drift_detector(ctx: Context) -> DriftDetectorService:
     from driftline.drift import AlertPolicy, WindowSpec
+    from driftline.services.drift_detector.logic import DriftDetector
+    from driftline.services.drift_detector.service import DriftDetectorService, profile_from_registry
 
     s = ctx.settings
     spec = WindowSpec(kind=s.drift_window_kind, by=s.drift_window_by, size=s.drift_window_size,
@@ -56,6 +65,9 @@ def drift_detector(ctx: Context) -> DriftDetectorService:
 
 
 def retrainer(ctx: Context) -> RetrainerService:
+    from driftline.services.retrainer.logic import Retrainer
+    from driftline.services.retrainer.service import RetrainerService
+
     s = ctx.settings
     logic = Retrainer(margin=s.retrain_margin, holdout_fraction=s.retrain_holdout_fraction, min_rows=s.retrain_min_rows,
                       metric=s.retrain_metric)
