@@ -23,7 +23,7 @@ def test_an_unknown_field_names_the_fields_of_an_event():
     assert reason.startswith("numeric: unknown field; did you mean 'numeric_features'?")
     assert "model, event_id, entity_id, event_time (required) and numeric_features, categorical_features" in reason
     label = Ingest(lambda m: None).labels([RawRecord(0, {"model": "m", "event_id": "e", "label": "1", "lable": 1})])
-    assert "did you mean 'label'? a label has the fields model, event_id, label (required)" in label.rejected[0].reason
+    assert "did you mean 'label'? a label has the fields model, event_id (required) and label, value" in label.rejected[0].reason
 
 
 def test_an_unknown_feature_names_the_models_features():
