@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from driftline.config import Settings
+from driftline.config import Settings, running_up
 
 MODEL_NAME_HELP = "a letter or digit, then up to 127 letters, digits, '_', '.' or '-'"
 
@@ -39,22 +39,34 @@ def actor() -> str:
     return f"cli:{user}"
 
 
-def open_registry(settings: Settings):
-    """The registry API when ``DRIFTLINE_REGISTRY_URL`` is set, the local registry otherwise."""
+def _registry_url(settings: Settings) -> str | None:
+    """``DRIFTLINE_REGISTRY_URL``, else the API of a ``driftline up`` running on this home.
+
+    A change made while ``up`` runs must go through its API: only the process that
+    moves an alias publishes the model event its predictor hot-swaps on.
+    """
     if settings.registry_url:
+        return settings.registry_url
+    up = running_up(settings.home)
+    return up.get("url") if up else None
+
+
+def open_registry(settings: Settings):
+    """The registry API (``DRIFTLINE_REGISTRY_URL`` or a running ``up``), the local registry otherwise."""
+    url = _registry_url(settings)
+    if url:
         from driftline.registry.client import RegistryClient
 
         token = settings.registry_token.get_secret_value() if settings.registry_token else None
         read_token = settings.registry_read_token.get_secret_value() if settings.registry_read_token else None
-        return RegistryClient(settings.registry_url, token, read_token=read_token,
-                              trusted_types=settings.trusted_types)
+        return RegistryClient(url, token, read_token=read_token, trusted_types=settings.trusted_types)
     from driftline.registry import Registry
 
     return Registry(settings.registry_home, trusted_types=settings.trusted_types)
 
 
 def _where(settings: Settings) -> str:
-    return settings.registry_url or str(settings.registry_home)
+    return _registry_url(settings) or str(settings.registry_home)
 
 
 def _user_errors(command):
@@ -77,10 +89,10 @@ def _user_errors(command):
                 raise
             message = str(exc)
             if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == 401:
-                message = (f"the registry at {settings.registry_url} refused the write (401): set "
+                message = (f"the registry at {_registry_url(settings)} refused the write (401): set "
                            f"DRIFTLINE_REGISTRY_TOKEN to its token")
             elif isinstance(exc, httpx.TransportError):
-                message = f"cannot reach the registry at {settings.registry_url}: {exc}"
+                message = f"cannot reach the registry at {_registry_url(settings)}: {exc}"
         print(f"driftline model {args.model_command}: {message}", file=sys.stderr)
         return 2
 
@@ -100,8 +112,8 @@ def _check_name(model: str) -> None:
                         f"(pattern {MODEL_NAME_PATTERN})")
 
 
-def _recipe(args: argparse.Namespace) -> dict[str, Any]:
-    from driftline.models import DEFAULT_RECIPE, ESTIMATORS
+def _recipe(args: argparse.Namespace, task: str) -> dict[str, Any]:
+    from driftline.models import ESTIMATORS, default_recipe
 
     if args.recipe:
         text = Path(args.recipe).read_text(encoding="utf-8") if Path(args.recipe).is_file() else args.recipe
@@ -117,7 +129,7 @@ def _recipe(args: argparse.Namespace) -> dict[str, Any]:
         if args.estimator not in ESTIMATORS:
             raise UserError(f"unknown --estimator {args.estimator!r}; choose from {', '.join(sorted(ESTIMATORS))}")
         return {"estimator": args.estimator, "params": {}}
-    return json.loads(json.dumps(DEFAULT_RECIPE))
+    return json.loads(json.dumps(default_recipe(task)))
 
 
 def _fmt_metrics(metrics: dict[str, Any]) -> str:
@@ -162,7 +174,7 @@ def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.data:
         frame, source = read_table(args.data)
-        prepared = from_table(frame, source, inference, _recipe(args), reference=reference,
+        prepared = from_table(frame, source, inference, _recipe(args, inference.task), reference=reference,
                               holdout_fraction=args.holdout, seed=args.seed)
         artifact = None
     else:
