@@ -164,7 +164,11 @@ def _label_mapping(args: argparse.Namespace, source: RowFile) -> LabelColumns:
     if args.model is None and "model" not in columns:
         raise RowFileError("name the model with --model (the file has no 'model' column)")
     label_column = args.label_column or "label"
-    for name, flag in ((args.id_column, "--id-column"), (label_column, "--label-column")):
+    # A regression's labels may carry only the value (--value-column): then no label column is needed.
+    needed = [(args.id_column, "--id-column")]
+    if args.label_column or args.value_column is None:
+        needed.append((label_column, "--label-column"))
+    for name, flag in needed:
         if name not in columns:
             raise RowFileError(f"{source.path.name} has no column {name!r}; name it with {flag} "
                                f"(columns: {', '.join(columns)})")
