@@ -119,13 +119,18 @@ def _first(source: RowFile) -> Row | None:
     return next((row for row in source.rows() if isinstance(row, Row)), None)
 
 
-def _event_mapping(args: argparse.Namespace, source: RowFile, contracts: ContractSource) -> EventColumns:
+def _checked_columns(args: argparse.Namespace, source: RowFile) -> tuple[Row, list[str]]:
+    """The first row and the columns of a file that has rows and says which model they are for."""
     first = _first(source)
-    columns = source.columns
     if first is None:
         raise RowFileError(f"{source.path.name} has no rows")
-    if args.model is None and "model" not in columns:
+    if args.model is None and "model" not in source.columns:
         raise RowFileError("name the model with --model (the file has no 'model' column)")
+    return first, source.columns
+
+
+def _event_mapping(args: argparse.Namespace, source: RowFile, contracts: ContractSource) -> EventColumns:
+    first, columns = _checked_columns(args, source)
     if args.id_column not in columns:
         raise RowFileError(f"{source.path.name} has no column {args.id_column!r} for the event id; name it with "
                            f"--id-column (columns: {', '.join(columns)})")
@@ -157,12 +162,7 @@ def _event_mapping(args: argparse.Namespace, source: RowFile, contracts: Contrac
 
 
 def _label_mapping(args: argparse.Namespace, source: RowFile) -> LabelColumns:
-    first = _first(source)
-    columns = source.columns
-    if first is None:
-        raise RowFileError(f"{source.path.name} has no rows")
-    if args.model is None and "model" not in columns:
-        raise RowFileError("name the model with --model (the file has no 'model' column)")
+    _, columns = _checked_columns(args, source)
     label_column = args.label_column or "label"
     # A regression's labels may carry only the value (--value-column): then no label column is needed.
     needed = [(args.id_column, "--id-column")]
