@@ -83,14 +83,14 @@ class Settings(BaseSettings):
     registry_max_body_bytes: int = Field(
         256 << 20, ge=1024, description="Largest registration request the registry accepts (413 beyond).")
 
-    # driftline send / driftline.client: where ingest is (issue 9); the token is DRIFTLINE_INGEST_TOKEN above
+    # driftline send / driftline.client: where ingest is; the token is DRIFTLINE_INGEST_TOKEN above
     url: str = Field("http://127.0.0.1:8000", description="ingest's URL for `driftline send` (`driftline up`'s port).")
 
     # store endpoint (issue 8: credentials)
     store_credentials_file: Path | None = Field(
         None, description="User and password of `driftline store serve` (0600 JSON); unset means HOME/store-credentials.json.")
 
-    # metrics (issue 9): Prometheus text format of `driftline serve <service>`; see SECURITY.md
+    # metrics: Prometheus text format of `driftline serve <service>`; see SECURITY.md
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="Port of the service's own /metrics (Prometheus); unset means none.")
     metrics_host: str = Field("127.0.0.1", description="Address the metrics port listens on (0.0.0.0 in a container).")
@@ -107,7 +107,7 @@ class Settings(BaseSettings):
         return self.home / "registry"
 
 
-# --- driftline up (issue 9): where a running `up` says it serves ---------------------------------------
+# --- driftline up: where a running `up` says it serves ---------------------------------------
 UP_FILE = "up.json"  # written by `driftline up` under HOME while it runs: {"pid", "url", "store_url"}
 
 

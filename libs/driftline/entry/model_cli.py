@@ -1,4 +1,4 @@
-"""``driftline model ...``: register, list, show, promote, roll back, card (issue 9).
+"""``driftline model ...``: register, list, show, promote, roll back, card.
 
 Every command is written once against the registry's methods, which the local
 registry (:class:`driftline.registry.Registry` under ``DRIFTLINE_HOME``) and

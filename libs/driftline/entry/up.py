@@ -1,4 +1,4 @@
-"""``driftline up``: every service in one long-running process, serving HTTP on one port (issue 9).
+"""``driftline up``: every service in one long-running process, serving HTTP on one port.
 
 One process, no infrastructure: the six services over the in-process bus and
 chDB (:class:`driftline.entry.embedded.Embedded`, the demo's code path). On one
