@@ -148,12 +148,15 @@ def run_up(host: str, port: int, store_port: int = 0, settings: Settings | None 
     """Run until SIGINT/SIGTERM; returns 0 after a clean stop (every runner checkpointed)."""
     from driftline.entry.embedded import Embedded
     from driftline.store.credentials import CREDENTIALS_FILENAME, load_or_create_credentials
-    from driftline.store.server.app import StoreApp
+    from driftline.store.server.app import StoreApp, is_loopback
 
     settings = settings or Settings()
     if settings.store_dsn:
         raise SystemExit("driftline up: DRIFTLINE_STORE_DSN is set; up runs on its own chDB store under "
                          "DRIFTLINE_HOME (unset it, or use `driftline serve` for distributed mode)")
+    if not is_loopback(host) and not settings.ingest_token:
+        print(f"driftline up: WARNING: listening on {host} with no DRIFTLINE_INGEST_TOKEN: anyone who reaches "
+              "the port can post events and labels (see SECURITY.md)", file=sys.stderr, flush=True)
     other = running_up(settings.home)
     if other is not None:
         raise SystemExit(f"driftline up: already running for {settings.home} (pid {other['pid']}, {other['url']})")
