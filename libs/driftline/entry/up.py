@@ -5,7 +5,7 @@ chDB (:class:`driftline.entry.embedded.Embedded`, the demo's code path). On one
 port (default 127.0.0.1:8000):
 
 - ``POST /v1/events``, ``POST /v1/labels``: ingest (``DRIFTLINE_INGEST_TOKEN`` if set);
-- ``/v1/models/...``: the registry API (writes need ``DRIFTLINE_REGISTRY_TOKEN``);
+- ``/v1/models/...``, ``/v1/audit``: the registry API (writes need ``DRIFTLINE_REGISTRY_TOKEN``);
 - ``GET /healthz``, ``GET /metrics`` (Prometheus text format), ``GET /`` the live dashboard.
 
 The runners take turns in a background thread, so HTTP stays responsive while
@@ -110,7 +110,8 @@ def build_app(embedded, settings: Settings, runner_thread: threading.Thread):
         return JSONResponse({"status": "ok" if alive else "runners stopped", "processed": processed},
                             status_code=200 if alive else 503)
 
-    return Dispatch([("/v1/events", ingest), ("/v1/labels", ingest), ("/v1/models", registry),
+    return Dispatch([("/v1/events", ingest), ("/v1/labels", ingest),
+                     ("/v1/models", registry), ("/v1/audit", registry),
                      ("/metrics", prometheus_client.make_asgi_app())], site)
 
 
