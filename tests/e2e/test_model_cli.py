@@ -11,15 +11,12 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import skops.io as sio
-import uvicorn
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -27,6 +24,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from driftline.registry import Registry
 from driftline.services.registry.app import create_app
+from driftline.testing.served import ServedApp
 
 # The console script a user types, from the environment running the tests.
 DRIFTLINE = [str(Path(sys.executable).with_name("driftline"))]
@@ -227,17 +225,9 @@ def test_an_artifact_trained_elsewhere_and_the_champion_without_a_profile(tables
 def served_registry(tmp_path):
     """The registry API (uvicorn, free 127.0.0.1 port) over a registry in tmp; yields (url, registry)."""
     registry = Registry(tmp_path / "served-registry")
-    server = uvicorn.Server(uvicorn.Config(create_app(registry, TOKEN), host="127.0.0.1", port=0, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}", registry
-    server.should_exit = True
-    thread.join(timeout=30)
+    served = ServedApp(create_app(registry, TOKEN))
+    yield served.url, registry
+    served.close()
     registry.close()
 
 

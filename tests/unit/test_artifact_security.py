@@ -14,8 +14,6 @@ import io
 import json
 import os
 import sqlite3
-import threading
-import time
 import zipfile
 from pathlib import Path
 
@@ -23,7 +21,6 @@ import httpx
 import numpy as np
 import pytest
 import skops.io as sio
-import uvicorn
 from sklearn.linear_model import LogisticRegression
 
 from driftline.contract import FeatureContract
@@ -31,6 +28,7 @@ from driftline.registry import Registry, UntrustedArtifact
 from driftline.registry.artifacts import sha256_hex
 from driftline.registry.client import RegistryClient
 from driftline.services.registry.app import create_app
+from driftline.testing.served import ServedApp
 
 CONTRACT = FeatureContract(numeric=("x",))
 TOKEN = "test-token-not-a-secret"
@@ -141,17 +139,9 @@ def marker(tmp_path) -> Path:
 @pytest.fixture
 def live_registry(registry):
     """The registry API served by uvicorn on a free 127.0.0.1 port; yields its URL."""
-    server = uvicorn.Server(uvicorn.Config(create_app(registry, TOKEN), host="127.0.0.1", port=0, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    served = ServedApp(create_app(registry, TOKEN))
+    yield served.url
+    served.close()
 
 
 def plant(registry: Registry, artifact: bytes) -> None:

@@ -7,16 +7,14 @@ and then looks at what reached the features topic and what is in ``dead_letters`
 from __future__ import annotations
 
 import json
-import socket
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-import uvicorn
 
 from driftline.entry.demo import feature_events, train_first_model
 from driftline.entry.embedded import Embedded
+from driftline.testing.served import ServedApp
 from driftline.entry.scenario import CreditScenario
 from driftline.services.ingest.app import create_app
 from driftline.timeutil import now_ms
@@ -32,29 +30,9 @@ class Served:
         self.app = Embedded(settings)
         train_first_model(self.app, CreditScenario(), rows=1500)
         self.features = self.app.bus.consumer("probe", [FEATURES])
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(create_app(self.app.ingest, token=token), log_level="warning"))
-        self.started = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(sock,), daemon=True)
-        self.thread.start()
+        self.served = ServedApp(create_app(self.app.ingest, token=token))
+        self.url = self.served.url
         self.client = httpx.Client(base_url=self.url, timeout=60)
-        self._wait_until_up()
-
-    def _run(self, sock: socket.socket) -> None:
-        self.server.run(sockets=[sock])
-
-    def _wait_until_up(self) -> None:
-        # Polls the health endpoint: the server answers as soon as it is up, or the test fails at 30 s.
-        with httpx.Client(base_url=self.url, timeout=1) as probe:
-            for _ in range(300):
-                try:
-                    if probe.get("/healthz").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    self.thread.join(0.1)
-        raise AssertionError("ingest did not come up")
 
     def post(self, body: bytes, route: str = "/v1/events", headers: dict | None = None, **kwargs) -> httpx.Response:
         return self.client.post(route, content=body, headers={"Content-Type": "application/json", **(headers or {})},
@@ -72,8 +50,7 @@ class Served:
 
     def close(self) -> None:
         self.client.close()
-        self.server.should_exit = True
-        self.thread.join(30)
+        self.served.close()
         self.app.close()
 
 

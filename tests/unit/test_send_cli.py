@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +19,6 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-import uvicorn
 
 from driftline.bus import next_offsets
 from driftline.bus.memory import MemoryBus
@@ -34,6 +32,7 @@ from driftline.services.ingest.app import create_app
 from driftline.timeutil import now_ms
 from driftline.topics import ALL_TOPICS, FEATURES, LABELS
 from driftline.training import train
+from driftline.testing.served import ServedApp
 
 MODEL = "failures"
 CONTRACT = FeatureContract(numeric=("temperature", "vibration"), categorical=("line",))
@@ -65,20 +64,8 @@ class ServedIngest:
             gateway = IngestGateway(Ingest(self.app.contract_of, Bounds()), bus.producer(), self.app.codec,
                                     self.app.store)
         self.probes = {topic: (bus or self.app.bus).consumer(f"probe-{topic}", [topic]) for topic in (FEATURES, LABELS)}
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(create_app(gateway, token=token), log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self.thread.start()
-        with httpx.Client(base_url=self.url, timeout=1) as probe:
-            for _ in range(300):  # up as soon as it answers; fail at 30 s
-                try:
-                    if probe.get("/healthz").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    self.thread.join(0.1)
-        raise AssertionError("ingest did not come up")
+        self.served = ServedApp(create_app(gateway, token=token))
+        self.url = self.served.url
 
     def published(self, topic: str = FEATURES) -> list[dict]:
         out = []
@@ -98,8 +85,7 @@ class ServedIngest:
         return subprocess.run([DRIFTLINE, "send", *args], capture_output=True, text=True, env=environment, timeout=120)
 
     def close(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
+        self.served.close()
         self.app.close()
 
 
