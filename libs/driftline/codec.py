@@ -25,6 +25,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from fastavro import parse_schema, schemaless_reader
 
+from driftline.failure import DependencyUnavailable, is_transient
 from driftline.topics import RECORD_OF_TOPIC
 
 EMBEDDED_REGISTRY_URL = "mock://driftline"
@@ -36,6 +37,11 @@ class SchemaViolation(ValueError):
 
 class UndecodableRecord(ValueError):
     """Bytes on a topic that are not a valid record of that topic's schema."""
+
+
+def subject_of(topic: str) -> str:
+    """The schema registry subject of a topic's values (the topic name strategy)."""
+    return f"{topic}-value"
 
 
 @cache
@@ -76,6 +82,8 @@ class Codec:
         self.registry = registry
         self._serializers: dict[str, AvroSerializer] = {}
         self._writer_schemas: dict[int, Any] = {}
+        self._subject_ids: dict[str, set[int]] = {}  # subject -> schema ids of its versions (as last read)
+        self._belongs: dict[tuple[str, int], bool] = {}  # (topic, schema id) -> a version of the topic's subject?
 
     def _serializer(self, topic: str) -> AvroSerializer:
         serializer = self._serializers.get(topic)
@@ -93,21 +101,103 @@ class Codec:
     def encode(self, topic: str, record: dict[str, Any]) -> bytes:
         try:
             return self._serializer(topic)(record, SerializationContext(topic, MessageField.VALUE))
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
-            raise SchemaViolation(f"{RECORD_OF_TOPIC[topic]} on topic {topic!r}: {exc}") from exc
+        except Exception as exc:
+            if is_transient(exc):  # the registry could not be asked: the record is not at fault
+                raise DependencyUnavailable(f"schema registry, encoding for {topic!r}: {exc}") from exc
+            if isinstance(exc, (TypeError, ValueError, KeyError, AttributeError)):
+                raise SchemaViolation(f"{RECORD_OF_TOPIC[topic]} on topic {topic!r}: {exc}") from exc
+            raise
 
     def decode(self, topic: str, data: bytes | None) -> dict[str, Any]:
+        """The record in ``data``, written with a version of ``topic``'s subject.
+
+        Raises
+        ------
+        UndecodableRecord
+            The bytes are not a record of this topic: no wire-format header, an unknown
+            schema id, a schema id of another subject (valid Avro of another topic), a bad body.
+        DependencyUnavailable
+            The schema registry could not be reached to resolve the schema id: the record may
+            well be good, so it must be retried later, never dead-lettered.
+        """
         if not data or data[0] != 0:
             raise UndecodableRecord(f"not Confluent wire format on topic {topic!r} (no magic byte 0)")
+        if len(data) < 5:
+            raise UndecodableRecord(f"cannot decode a {RECORD_OF_TOPIC[topic]} on topic {topic!r}: "
+                                    f"{len(data)} bytes, no room for a schema id")
+        (schema_id,) = struct.unpack(">I", data[1:5])
+        if not self._schema_of_topic(topic, schema_id):
+            raise UndecodableRecord(f"schema id {schema_id} is not a version of subject {subject_of(topic)!r}: "
+                                    f"not a {RECORD_OF_TOPIC[topic]} (a record of another topic?)")
+        writer = self._writer(topic, schema_id)
         try:
-            (schema_id,) = struct.unpack(">I", data[1:5])
-            writer = self._writer_schemas.get(schema_id)
-            if writer is None:
-                writer = parse_schema(json.loads(self.registry.get_schema(schema_id).schema_str))
-                self._writer_schemas[schema_id] = writer
             return schemaless_reader(io.BytesIO(data[5:]), writer, None)
-        except Exception as exc:  # truncated bytes, unknown id, bad body: all mean "bad bytes"
+        except Exception as exc:  # truncated bytes, bad body: "bad bytes"
             raise UndecodableRecord(f"cannot decode a {RECORD_OF_TOPIC[topic]} on topic {topic!r}: {exc}") from exc
+
+    def _ask_registry(self, what: str, call):
+        """``call()`` against the registry. Only a 404 (an unknown id or subject) says something
+        about the record; any other failure (unreachable, 5xx, refused credentials) means the
+        registry cannot answer now: DependencyUnavailable, retried, never dead-lettered."""
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+        try:
+            return call()
+        except SchemaRegistryError as exc:
+            if getattr(exc, "http_status_code", None) == 404:
+                raise
+            raise DependencyUnavailable(f"schema registry, {what}: {exc}") from exc
+        except Exception as exc:
+            if is_transient(exc):
+                raise DependencyUnavailable(f"schema registry, {what}: {exc}") from exc
+            raise
+
+    def _writer(self, topic: str, schema_id: int) -> Any:
+        writer = self._writer_schemas.get(schema_id)
+        if writer is None:
+            try:
+                schema = self._ask_registry(f"schema id {schema_id}", lambda: self.registry.get_schema(schema_id))
+                writer = parse_schema(json.loads(schema.schema_str))
+            except DependencyUnavailable:
+                raise
+            except Exception as exc:  # an id the registry does not know, a schema we cannot parse
+                raise UndecodableRecord(f"cannot decode a {RECORD_OF_TOPIC[topic]} on topic {topic!r}: "
+                                        f"schema id {schema_id}: {exc}") from exc
+            self._writer_schemas[schema_id] = writer
+        return writer
+
+    def _schema_of_topic(self, topic: str, schema_id: int) -> bool:
+        """Whether ``schema_id`` is a version of the topic's subject; cached per (topic, id).
+
+        The subject's ids are read again when an id is not among them (a version registered
+        since), so a miss costs a registry round trip once per (topic, id), never per record.
+        """
+        known = self._belongs.get((topic, schema_id))
+        if known is not None:
+            return known
+        subject = subject_of(topic)
+        ids = self._subject_ids.get(subject)
+        if ids is None or schema_id not in ids:
+            ids = self._subject_ids[subject] = self._ask_registry(f"versions of {subject!r}",
+                                                                 lambda: self._versions_of(subject))
+        self._belongs[(topic, schema_id)] = schema_id in ids
+        return schema_id in ids
+
+    def _versions_of(self, subject: str) -> set[int]:
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+        try:
+            versions = self.registry.get_versions(subject)
+        except SchemaRegistryError as exc:
+            if getattr(exc, "http_status_code", None) == 404:  # no such subject: nothing written to the topic yet
+                return set()
+            raise
+        ids = set()
+        for version in versions:
+            registered = self.registry.get_version(subject, version)
+            if registered is not None:
+                ids.add(registered.schema_id)
+        return ids
 
 
 def encode_key(key: str | None) -> bytes | None:

@@ -95,6 +95,12 @@ class Settings(BaseSettings):
         None, ge=1, le=65535, description="Port of the service's own /metrics (Prometheus); unset means none.")
     metrics_host: str = Field("127.0.0.1", description="Address the metrics port listens on (0.0.0.0 in a container).")
 
+    # runner error policy (issue 10): how long to wait between retries while a dependency is down
+    retry_backoff_initial_s: float = Field(
+        0.5, gt=0, description="First wait before retrying work that failed because a dependency was unreachable.")
+    retry_backoff_max_s: float = Field(
+        30.0, gt=0, description="Longest wait between two retries (the wait doubles up to this).")
+
     @property
     def resolved_store_dsn(self) -> str:
         if self.store_dsn:

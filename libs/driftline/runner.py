@@ -2,7 +2,10 @@
 
 A service's logic never touches the bus or the store. It gets decoded records
 and returns an :class:`Output`; the runner does all I/O, in the one order that
-makes at-least-once delivery effectively-once where it matters.
+makes at-least-once delivery effectively-once where it matters
+(:meth:`Runner.checkpoint`), and decides what a failure means, in one place
+(:meth:`Runner.process`): a record that makes the logic raise is dead-lettered
+alone, a dependency that is down is waited for, a refused commit is replayed.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from typing import Any, Protocol
 from driftline.bus import Bus, Message, Offsets, Producer, next_offsets
 from driftline.codec import Codec, UndecodableRecord
 from driftline.deadletter import dead_letter, dead_letter_row
+from driftline.failure import Backoff, CommitRefused, Outage, Stopped, retry_transient
 from driftline.store import Store
-from driftline.telemetry import OTHER, UNDECODABLE, RunnerMetrics
+from driftline.telemetry import OTHER, SERVICE_HEALTHY, UNDECODABLE, RunnerMetrics
 from driftline.timeutil import now_ms
 from driftline.topics import DLQ
 
@@ -49,6 +53,14 @@ class Output:
         self.publish(DLQ, record["dead_letter_id"], record)
         self.add_rows("dead_letters", [dead_letter_row(record)])
         self.dead_reasons[reason] = self.dead_reasons.get(reason, 0) + 1
+
+    def merge(self, other: Output) -> None:
+        """Add ``other``'s records, rows and dead letters after this one's (order kept)."""
+        self.records.extend(other.records)
+        for table, rows in other.rows.items():
+            self.add_rows(table, rows)
+        for reason, n in other.dead_reasons.items():
+            self.dead_reasons[reason] = self.dead_reasons.get(reason, 0) + n
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +96,20 @@ class StatefulService(Service, Protocol):
 
 
 class Runner:
-    """Runs one service over a bus and a store: poll a batch, handle it, :meth:`checkpoint`."""
+    """Runs one service over a bus and a store: poll a batch, :meth:`process` it, :meth:`checkpoint`.
+
+    Parameters
+    ----------
+    backoff
+        Waits between retries while a dependency is down (capped exponential).
+    stop
+        Set to interrupt a wait for a dependency (:meth:`run` sets it to its own event).
+    """
 
     def __init__(self, service: Service, bus: Bus, codec: Codec, store: Store, *, batch_size: int = 1000,
                  poll_timeout_s: float = 0.2, clock: Callable[[], int] | None = None,
-                 state: Any | None = None, state_every_s: float = 5.0):
+                 state: Any | None = None, state_every_s: float = 5.0, backoff: Backoff | None = None,
+                 stop: threading.Event | None = None):
         self.service = service
         self.bus = bus
         self.codec = codec
@@ -98,7 +119,11 @@ class Runner:
         self.clock = clock or now_ms
         self.state = state  # a StateStore, for stateful services
         self.state_every_s = state_every_s
+        self.backoff = backoff or Backoff()
+        self.stop = stop
         self._state_saved_at = time.monotonic()
+        self._abandoned = False  # a batch was left unfinished on stop: its state must not be saved
+        self.outage = Outage(service.name, on_change=lambda ok: SERVICE_HEALTHY.labels(service.name).set(int(ok)))
         self.producer = bus.producer()
         self.consumer = bus.consumer(f"driftline-{service.name}", service.topics)
         # Control topics (model events) are read by a consumer of their own, before every batch,
@@ -108,35 +133,126 @@ class Runner:
         self.control = bus.consumer(f"driftline-{service.name}-control-{uuid.uuid4().hex[:8]}",
                                     control_topics) if control_topics else None
         self.processed = 0
+        self.dead_lettered = 0
         self.metrics = RunnerMetrics(service.name)
+        self._stateful = hasattr(service, "snapshot") and hasattr(service, "restore")
+        self._pre_batch: bytes | None = None  # the state before the batch in hand (a refused commit's fallback)
         if state is not None:
             self._resume()
 
-    def _resume(self) -> None:
+    @property
+    def healthy(self) -> bool:
+        """False while the runner waits for a dependency (broker, registries, store) to answer."""
+        return self.outage.healthy
+
+    def _resume(self) -> bool:
         saved = self.state.load(self.service.name)
-        if saved is not None:
-            snapshot, offsets = saved
-            self.service.restore(snapshot)
-            self.consumer.seek(offsets)
+        if saved is None:
+            return False
+        snapshot, offsets = saved
+        self.service.restore(snapshot)
+        self.consumer.seek(offsets)
+        return True
+
+    def _retry(self, work: Callable[[], Any], what: str, on_retry: Callable[[], None] | None = None) -> Any:
+        return retry_transient(work, what, self.outage, self.backoff, self.stop, on_retry)
 
     def step(self, timeout_s: float | None = None) -> int:
-        """Process one batch; return how many messages it held."""
+        """Poll one batch, :meth:`process` it and :meth:`checkpoint` it; return how many messages it held.
+
+        A refused commit returns 0 after going back to the last saved state (the batch comes
+        again); a stop requested while waiting for a dependency returns 0 with the batch
+        uncommitted (the next run reads it again).
+        """
         control = self.control.poll_batch(self.batch_size, 0.0) if self.control else []
         messages = self.consumer.poll_batch(self.batch_size, self.poll_timeout_s if timeout_s is None else timeout_s)
         started = time.perf_counter()
-        incoming, dead = self._decode(control + messages)
-        output = self.service.handle(incoming, self.clock())
-        for record in dead:
-            output.dead(record, reason=UNDECODABLE)
-        if messages or control or output.records or output.rows:
-            with self.metrics.checkpoint_seconds.time():
-                self.checkpoint(messages, output, control)
-            self.metrics.received(control + messages)  # counted once checkpointed, as the records out
-            self.metrics.delivered(output.records, output.dead_reasons)
-            self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        try:
+            output = self.process(control + messages)
+            if messages or control or output.records or output.rows:
+                with self.metrics.checkpoint_seconds.time():
+                    self.checkpoint(messages, output, control)
+                self.metrics.received(control + messages)  # counted once checkpointed, as the records out
+                self.metrics.delivered(output.records, output.dead_reasons)
+                self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        except CommitRefused as exc:
+            self._go_back(messages, exc)
+            return 0
+        except Stopped:
+            log.warning("%s: stopping with a batch of %d records unfinished; it is read again on restart",
+                        self.service.name, len(messages))
+            self._abandoned = True
+            return 0
         self.metrics.lag(self.consumer)
         self.processed += len(messages)
+        self.dead_lettered += sum(output.dead_reasons.values())
         return len(messages)
+
+    def process(self, messages: list[Message]) -> Output:
+        """Turn a polled batch into its output; the error policy, in this order:
+
+        1. decode every record; bytes that are not a record of their topic (no wire format,
+           a schema id not of the topic's subject, a bad body) are dead letters. While the
+           schema registry cannot be asked, the same record's decoding is retried with
+           backoff: a good record is never dead-lettered because a dependency is down;
+        2. snapshot the service's state (stateful services) and handle the whole batch;
+        3. if handling raises a *transient* error (:func:`driftline.failure.is_transient`:
+           broker, registry or store unreachable, a timeout), restore the snapshot, wait
+           (capped exponential backoff, the runner unhealthy meanwhile) and handle the same
+           batch again, until it succeeds or the runner is stopped;
+        4. if it raises anything else, restore the snapshot and handle each record alone,
+           as a batch of one, with steps 2-3; a record that still raises is dead-lettered
+           (``dlq`` and ``dead_letters``) with the exception, service, topic, partition,
+           offset and its original bytes, and the next record is handled;
+        5. the outputs of the records handled are merged, in order, with the dead letters:
+           every record of the batch is either processed or dead-lettered, none is skipped.
+
+        Nothing here commits: :meth:`checkpoint` does, after the outputs are durable.
+        """
+        # 1. Decode; bad bytes are dead letters, an unreachable registry is waited for.
+        incoming, dead = self._decode(messages)
+        # 2.-3. The whole batch, rolled back and retried while a dependency is down.
+        self._pre_batch = self.service.snapshot() if self._stateful else None
+        output, failure = self._handle_isolated(incoming, self._pre_batch)
+        if failure is not None:
+            # 4. One bad record must not take its batch with it: each record on its own.
+            log.warning("%s: a batch of %d raised %s: %s; handling its records one by one",
+                        self.service.name, len(incoming), type(failure).__name__, failure)
+            output = Output()
+            for item in incoming:
+                one, failure = (None, failure) if len(incoming) == 1 else self._handle_isolated([item])
+                if failure is None:
+                    output.merge(one)  # 5. in the order of the batch
+                    continue
+                m = item.message
+                log.warning("%s: dead-lettering %s[%d]@%d: %s: %s", self.service.name, m.topic, m.partition,
+                            m.offset, type(failure).__name__, failure)
+                output.dead(dead_letter(self.service.name, m.topic, m.value, f"{type(failure).__name__}: {failure}",
+                                        partition=m.partition, offset=m.offset, key=m.key), reason=OTHER)
+        for record in dead:
+            output.dead(record, reason=UNDECODABLE)
+        return output
+
+    def _handle_isolated(self, batch: list[Incoming], before: bytes | None = None) -> tuple[Output | None, Exception | None]:
+        """Steps 2-3 of :meth:`process`: the output, or the non-transient exception with the
+        service's state as it was before (nothing of a failed attempt is kept)."""
+        if self._stateful and before is None:
+            before = self.service.snapshot()
+
+        def attempt() -> Output:
+            try:
+                return self.service.handle(batch, self.clock())
+            except Exception:
+                if self._stateful:
+                    self.service.restore(before)
+                raise
+
+        try:
+            return self._retry(attempt, f"a dependency of {self.service.name}'s logic"), None
+        except Stopped:
+            raise
+        except Exception as exc:  # not transient: the input's fault
+            return None, exc
 
     def checkpoint(self, messages: list[Message], output: Output, control: list[Message] = ()) -> Offsets:
         """Make a handled batch durable, in this order:
@@ -149,21 +265,46 @@ class Runner:
         A crash anywhere replays from the last commit. Steps 1 and 2 are safe to
         repeat; state persisted in step 4 carries its offsets, so a restart seeks
         there and replays what the state had not seen.
+
+        A transient failure of a step (store, schema registry or broker unreachable, a
+        flush not acknowledged in time) retries that step with backoff until it succeeds
+        or the runner is stopped; it never reaches the records. A commit the bus refuses
+        (the group rebalanced) raises :class:`CommitRefused` before step 4: the state must
+        not be saved with offsets that were not committed (see :meth:`step`).
         """
         # 1. Store rows first: if we die after this, the replay rewrites the same keys.
-        # 2. Publish and wait for the bus to acknowledge every record.
-        deliver(output, self.store, self.producer, self.codec)
+        for table, rows in output.rows.items():
+            self._retry(lambda: self.store.insert(table, rows), f"the store (insert into {table})")
+        # 2. Publish and wait for the bus to acknowledge every record (all again after a failed
+        #    flush: a duplicate on a topic is what a replay produces too; a loss would not be).
+        self._retry(lambda: self._publish(output.records), "the broker (publish and flush)")
         # 3. Only now may the input be considered done.
         offsets = next_offsets(messages)
-        if offsets:
-            self.consumer.commit(offsets)
+        if offsets and self._retry(lambda: self.consumer.commit(offsets), "the broker (commit)") is False:
+            raise CommitRefused(f"{self.service.name}: commit of {offsets} refused")
         if control:
-            self.control.commit(next_offsets(list(control)))
+            self._retry(lambda: self.control.commit(next_offsets(list(control))), "the broker (commit)")
         # 4. State last, stamped with the offsets it reflects. Not after every batch: a
         #    restart seeks back to these offsets and replays the rest into the state.
         if offsets and time.monotonic() - self._state_saved_at >= self.state_every_s:
-            self.persist_state()
+            self._retry(self.persist_state, "the store (state)")
         return offsets
+
+    def _publish(self, records: list[tuple[str, str | None, dict[str, Any]]]) -> None:
+        for topic, key, record in records:
+            self.producer.produce(topic, self.codec.encode(topic, record), key=None if key is None else key.encode())
+        self.producer.flush()
+
+    def _go_back(self, messages: list[Message], exc: CommitRefused) -> None:
+        """After a refused commit: the state as last saved, and its offsets, so the records
+        the group hands out again are counted once (step 4 was skipped for this batch)."""
+        log.warning("%s: %s (the group rebalanced); going back to the last saved state and re-polling",
+                    self.service.name, exc)
+        if self._stateful and self.state is not None and self._retry(self._resume, "the store (state)"):
+            return  # the saved snapshot and its offsets: what it had not seen is read again
+        if self._stateful and self._pre_batch is not None:  # nothing saved yet: the state before this batch
+            self.service.restore(self._pre_batch)
+        self.consumer.seek(_first_offsets(messages))
 
     def persist_state(self) -> None:
         if self.state is not None:
@@ -174,7 +315,8 @@ class Runner:
         incoming, dead = [], []
         for m in messages:
             try:
-                incoming.append(Incoming(m.topic, self.codec.decode(m.topic, m.value), m))
+                record = self._retry(lambda: self.codec.decode(m.topic, m.value), "the schema registry (decode)")
+                incoming.append(Incoming(m.topic, record, m))
             except UndecodableRecord as exc:
                 log.warning("%s: dead-lettering %s[%d]@%d: %s", self.service.name, m.topic, m.partition, m.offset, exc)
                 dead.append(dead_letter(self.service.name, m.topic, m.value, str(exc),
@@ -182,13 +324,28 @@ class Runner:
         return incoming, dead
 
     def run(self, stop: threading.Event) -> None:
-        """Until ``stop`` is set; the batch in hand is finished and checkpointed first."""
+        """Until ``stop`` is set; the batch in hand is finished and checkpointed first
+        (unless the runner is waiting for a dependency: then it stops at once, uncommitted)."""
+        self.stop = stop
         while not stop.is_set():
             self.step()
 
     def close(self) -> None:
-        if self.processed:
-            self.persist_state()
+        if self.processed and not self._abandoned:
+            try:
+                self.persist_state()
+            except Exception as exc:  # the store is away: the next start replays from the last save
+                log.warning("%s: state not saved on close (%s); a restart replays from the last save",
+                            self.service.name, exc)
         self.consumer.close()
         if self.control:
             self.control.close()
+
+
+def _first_offsets(messages: list[Message]) -> Offsets:
+    """Per (topic, partition), the offset of the first message of the batch: where to read again."""
+    offsets: Offsets = {}
+    for m in messages:
+        tp = (m.topic, m.partition)
+        offsets[tp] = min(offsets.get(tp, m.offset), m.offset)
+    return offsets

@@ -41,6 +41,8 @@ CONCEPT_DETECTIONS = Counter("driftline_concept_detections", "Concept-drift dete
 RETRAIN_REQUESTS = Counter("driftline_retrain_requests", "Retrain requests the drift-detector issued.", ["model"])
 CHAMPION_VERSION = Gauge("driftline_champion_version", "The version a service knows as a model's champion.",
                          ["service", "model"])
+SERVICE_HEALTHY = Gauge("driftline_service_healthy", "1 while the service works; 0 while it waits for a dependency "
+                        "(broker, schema registry, model registry, store) that is down.", ["service"])
 
 #: Dead-letter reason categories, chosen where a letter is made (the full reason is in
 #: the ``dead_letters`` table).

@@ -16,6 +16,7 @@ from confluent_kafka import Producer as _Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from driftline.bus.base import Bus, BusFull, Consumer, Message, Offsets, Producer
+from driftline.failure import DependencyUnavailable, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +74,11 @@ class KafkaProducer(Producer):
 
     def __init__(self, config: dict):
         self._producer = _Producer({**self.DEFAULTS, **config, **self.REQUIRED})
-        self._errors: list[str] = []
+        self._errors: list[tuple[str, KafkaError]] = []
 
     def _delivered(self, err, msg) -> None:
         if err is not None:
-            self._errors.append(f"{msg.topic()}: {err}")
+            self._errors.append((msg.topic(), err))
 
     def produce(self, topic: str, value: bytes, key: bytes | None = None, block_s: float = 30.0) -> None:
         deadline = time.monotonic() + block_s
@@ -93,12 +94,26 @@ class KafkaProducer(Producer):
                 self._producer.poll(0.1)
 
     def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait for every queued record's acknowledgement.
+
+        Raises
+        ------
+        DependencyUnavailable
+            The broker did not acknowledge in time, or delivery failed for a transport reason
+            (broker down, timed out): whoever flushes retries; nothing is the records' fault.
+        KafkaException
+            A delivery failed for a reason of the record or the configuration (too large,
+            not authorized): retrying would not help.
+        """
         remaining = self._producer.flush(timeout_s)
         if remaining:
-            raise KafkaException(f"{remaining} records not acknowledged after {timeout_s}s")
+            raise DependencyUnavailable(f"broker: {remaining} records not acknowledged after {timeout_s}s")
         if self._errors:
             errors, self._errors = self._errors, []
-            raise KafkaException(f"{len(errors)} records failed: {errors[:3]}")
+            described = [f"{topic}: {err}" for topic, err in errors[:3]]
+            if all(is_transient(KafkaException(err)) for _, err in errors):
+                raise DependencyUnavailable(f"broker: {len(errors)} records not delivered: {described}")
+            raise KafkaException(f"{len(errors)} records failed: {described}")
 
 
 class KafkaConsumer(Consumer):
