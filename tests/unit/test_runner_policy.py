@@ -1,0 +1,283 @@
+"""The runner's error policy (``Runner.process`` and ``Runner.checkpoint``), over the in-process bus and chDB.
+
+A small stateful service counts the labels it sees (its state is the count per event id,
+snapshotted like the drift-detector's), and raises on a poison record or, a few times,
+with a dependency "down". Flaky wrappers around the store, the producer and the consumer
+stand for a store endpoint that refuses connections, a flush not acknowledged in time
+and a commit the group refused (a rebalance).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+
+import pytest
+from prometheus_client import REGISTRY
+
+from driftline.bus.memory import MemoryBus
+from driftline.codec import Codec, registry_client
+from driftline.failure import Backoff, DependencyUnavailable
+from driftline.runner import Incoming, Output, Runner
+from driftline.state import StateStore
+from driftline.topics import ALL_TOPICS, LABELS
+
+FAST = Backoff(initial_s=0.001, max_s=0.01)
+
+
+def healthy_gauge(service: str) -> float | None:
+    return REGISTRY.get_sample_value("driftline_service_healthy", {"service": service})
+
+
+@dataclass
+class CountingService:
+    """Counts each label it handles; ``label == "poison"`` raises; ``outage`` transient failures first."""
+
+    name: str
+    topics: list[str] = field(default_factory=lambda: [LABELS])
+    counts: dict[str, int] = field(default_factory=dict)
+    outage: int = 0  # how many handle() calls fail with the dependency down
+    health_seen: list[float | None] = field(default_factory=list)
+
+    def handle(self, batch: list[Incoming], now_ms: int) -> Output:
+        out = Output()
+        for item in batch:  # state first, then the failure: a rollback must undo the partial batch
+            event_id = item.record["event_id"]
+            self.counts[event_id] = self.counts.get(event_id, 0) + 1
+            if item.record["label"] == "poison":
+                raise ValueError(f"cannot count {event_id}: poison")
+        if self.outage:
+            self.outage -= 1
+            self.health_seen.append(healthy_gauge(self.name))
+            raise DependencyUnavailable("model registry: connection refused")
+        out.add_rows("labels", [label_row(item.record) for item in batch])
+        return out
+
+    def snapshot(self) -> bytes:
+        return json.dumps(self.counts).encode()
+
+    def restore(self, snapshot: bytes) -> None:
+        self.counts = json.loads(snapshot)
+
+
+def label_row(record: dict) -> dict:
+    return {"event_id": record["event_id"], "model": record["model"], "label": record["label"],
+            "value": record["value"], "label_time": record["label_time"], "status": "counted",
+            "status_rank": 1, "reason": "", "model_version": 1, "predicted_label": "", "error": None,
+            "event_time": None, "updated_at": record["label_time"]}
+
+
+class FlakyStore:
+    """A store whose ``insert`` refuses ``failures`` times (a store endpoint that is down)."""
+
+    def __init__(self, store, failures: int, service: str):
+        self.store, self.failures, self.service = store, failures, service
+        self.health_seen: list[float | None] = []
+
+    def insert(self, table, rows):
+        if self.failures:
+            self.failures -= 1
+            self.health_seen.append(healthy_gauge(self.service))
+            raise ConnectionRefusedError(111, "Connection refused")
+        return self.store.insert(table, rows)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+class FlakyBus:
+    """A MemoryBus whose producers fail ``flush_failures`` flushes and whose consumers refuse
+    ``refused_commits`` commits the way KafkaConsumer does (``commit`` returns False)."""
+
+    def __init__(self, bus: MemoryBus, flush_failures: int = 0, refused_commits: int = 0, refuse_after: int = 0):
+        self.bus, self.flush_failures, self.refused_commits, self.refuse_after = bus, flush_failures, refused_commits, refuse_after
+        self.commits = 0
+
+    def producer(self):
+        bus, producer = self, self.bus.producer()
+
+        class Producer:
+            def produce(self, *args, **kwargs):
+                producer.produce(*args, **kwargs)
+
+            def flush(self, timeout_s: float = 30.0):
+                if bus.flush_failures:
+                    bus.flush_failures -= 1
+                    raise DependencyUnavailable(f"broker: 12 records not acknowledged after {timeout_s}s")
+                producer.flush(timeout_s)
+
+        return Producer()
+
+    def consumer(self, group, topics):
+        bus, consumer = self, self.bus.consumer(group, topics)
+
+        class Consumer:
+            def commit(self, offsets):
+                bus.commits += 1
+                if bus.refused_commits and bus.commits > bus.refuse_after:
+                    bus.refused_commits -= 1
+                    return False
+                consumer.commit(offsets)
+                return True
+
+            def __getattr__(self, name):
+                return getattr(consumer, name)
+
+        return Consumer()
+
+
+@pytest.fixture
+def codec() -> Codec:
+    return Codec(registry_client(None))
+
+
+def labels_bus(codec: Codec, n: int, poison_at: set[int] = frozenset()) -> tuple[MemoryBus, dict[int, bytes]]:
+    bus = MemoryBus(retention_bytes=64 << 20)
+    bus.create_topics({t: 1 for t in ALL_TOPICS})
+    producer, sent = bus.producer(), {}
+    for i in range(n):
+        record = {"model": "pumps", "event_id": f"reading-{i}", "label": "poison" if i in poison_at else "ok",
+                  "value": None, "label_time": 1_767_225_600_000 + i}
+        sent[i] = codec.encode(LABELS, record)
+        producer.produce(LABELS, sent[i])
+    return bus, sent
+
+
+def drain(runner: Runner) -> None:
+    while runner.step(0.0):
+        pass
+
+
+def dead_letters(store) -> list[tuple]:
+    return store.query("SELECT service, topic, partition, offset, error, payload FROM dead_letters FINAL "
+                       "ORDER BY offset")[1]
+
+
+def committed(bus: MemoryBus, service: str) -> int:
+    return bus._groups[f"driftline-{service}"].committed.get((LABELS, 0), 0)
+
+
+def test_a_poison_record_in_a_batch_of_1000_is_dead_lettered_alone(store, codec) -> None:
+    bus, sent = labels_bus(codec, 1000, poison_at={517})
+    service = CountingService("counter-poison")
+    runner = Runner(service, bus, codec, store, batch_size=1000, backoff=FAST)
+    assert runner.step(0.0) == 1000  # one batch holds them all
+
+    assert set(service.counts) == {f"reading-{i}" for i in range(1000) if i != 517}
+    assert set(service.counts.values()) == {1}  # rolled back, then each good record counted once
+    [(svc, topic, partition, offset, error, payload)] = dead_letters(store)
+    assert (svc, topic, partition, offset) == ("counter-poison", LABELS, 0, 517)
+    assert error == "ValueError: cannot count reading-517: poison"
+    assert _bytes(payload) == sent[517]  # the original bytes, as they were on the topic
+    rows = store.query("SELECT count() FROM labels FINAL WHERE status = 'counted'")[1][0][0]
+    assert rows == 999  # the outputs of the good records, merged
+    assert committed(bus, "counter-poison") == 1000
+    assert runner.dead_lettered == 1 and runner.healthy
+
+
+def _bytes(payload) -> bytes:
+    return payload if isinstance(payload, bytes) else bytes.fromhex(payload)  # the store keeps them as hex
+
+
+def test_two_poison_records_at_the_edges_and_a_restart_add_nothing(store, codec) -> None:
+    bus, _ = labels_bus(codec, 300, poison_at={0, 299})
+    service = CountingService("counter-edges")
+    runner = Runner(service, bus, codec, store, batch_size=100, backoff=FAST)
+    drain(runner)
+    assert len(service.counts) == 298 and set(service.counts.values()) == {1}
+    assert [row[3] for row in dead_letters(store)] == [0, 299]
+    runner.close()
+    # A second runner of the same group: everything was committed, nothing comes again.
+    again = Runner(CountingService("counter-edges"), bus, codec, store, batch_size=100, backoff=FAST)
+    assert again.step(0.0) == 0
+    assert len(dead_letters(store)) == 2
+
+
+def test_a_dependency_down_in_handle_is_retried_never_dead_lettered(store, codec) -> None:
+    bus, _ = labels_bus(codec, 500)
+    service = CountingService("counter-handle", outage=4)
+    runner = Runner(service, bus, codec, store, batch_size=500, backoff=FAST)
+    assert healthy_gauge("counter-handle") == 1
+    drain(runner)
+    assert service.health_seen == [1, 0, 0, 0]  # unhealthy from the first failure until it answers
+    assert healthy_gauge("counter-handle") == 1 and runner.healthy
+    assert len(service.counts) == 500 and set(service.counts.values()) == {1}  # each retry rolled back
+    assert dead_letters(store) == []
+    assert committed(bus, "counter-handle") == 500
+
+
+def test_the_store_down_at_insert_is_retried_and_the_batch_is_not_skipped(store, codec) -> None:
+    bus, _ = labels_bus(codec, 400)
+    flaky = FlakyStore(store, failures=3, service="counter-store")
+    service = CountingService("counter-store")
+    runner = Runner(service, bus, codec, flaky, batch_size=400, backoff=FAST)
+    drain(runner)
+    assert flaky.health_seen == [1, 0, 0]
+    assert healthy_gauge("counter-store") == 1
+    assert store.query("SELECT count() FROM labels FINAL")[1][0][0] == 400
+    assert dead_letters(store) == [] and committed(bus, "counter-store") == 400
+    assert set(service.counts.values()) == {1}  # handled once: only the checkpoint step was retried
+
+
+def test_a_flush_not_acknowledged_is_retried(store, codec) -> None:
+    bus, _ = labels_bus(codec, 200, poison_at={50})  # a dead letter to publish, so the flush matters
+    flaky = FlakyBus(bus, flush_failures=2)
+    runner = Runner(CountingService("counter-flush"), flaky, codec, store, batch_size=200, backoff=FAST)
+    drain(runner)
+    assert len(dead_letters(store)) == 1  # the poison only; the flush failures dead-lettered nothing
+    assert committed(bus, "counter-flush") == 200 and flaky.flush_failures == 0
+    dlq = bus.consumer("probe", ["dlq"]).poll_batch(100, 0.0)
+    assert len({m.value for m in dlq}) == 1  # republished after the failed flush: the same letter
+
+
+def test_a_refused_commit_goes_back_to_the_saved_state_and_counts_exactly(store, codec) -> None:
+    bus, _ = labels_bus(codec, 3000)
+    flaky = FlakyBus(bus, refused_commits=1, refuse_after=1)  # the second batch's commit is refused
+    service = CountingService("counter-rebalance")
+    runner = Runner(service, flaky, codec, store, batch_size=1000, backoff=FAST, state=StateStore(store),
+                    state_every_s=0.0)  # state saved at every checkpoint
+    assert runner.step(0.0) == 1000
+    assert runner.step(0.0) == 0  # refused: state back to after batch 1, offsets back to 1000
+    assert len(service.counts) == 1000
+    drain(runner)
+    assert len(service.counts) == 3000 and set(service.counts.values()) == {1}
+    assert committed(bus, "counter-rebalance") == 3000
+
+
+def test_a_refused_commit_before_any_saved_state_goes_back_to_the_batch_start(store, codec) -> None:
+    bus, _ = labels_bus(codec, 2000)
+    flaky = FlakyBus(bus, refused_commits=1, refuse_after=0)
+    service = CountingService("counter-rebalance-first")
+    runner = Runner(service, flaky, codec, store, batch_size=1000, backoff=FAST, state=StateStore(store),
+                    state_every_s=3600)
+    assert runner.step(0.0) == 0
+    assert service.counts == {}
+    drain(runner)
+    assert len(service.counts) == 2000 and set(service.counts.values()) == {1}
+
+
+def test_stop_interrupts_the_wait_and_leaves_the_batch_uncommitted(store, codec) -> None:
+    bus, _ = labels_bus(codec, 100)
+    service = CountingService("counter-stop", outage=10**9)  # the dependency never comes back
+    runner = Runner(service, bus, codec, store, batch_size=100, backoff=Backoff(0.05, 0.05))
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run, args=(stop,))
+    thread.start()
+    assert _wait(lambda: len(service.health_seen) >= 3)
+    assert not runner.healthy and healthy_gauge("counter-stop") == 0
+    stop.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    runner.close()
+    assert committed(bus, "counter-stop") == 0 and dead_letters(store) == []
+    assert service.counts == {}  # rolled back before the wait: nothing half-counted survives
+
+
+def _wait(condition, timeout_s: float = 10.0) -> bool:
+    done = threading.Event()
+    for _ in range(int(timeout_s / 0.01)):
+        if condition():
+            return True
+        done.wait(0.01)
+    return condition()
