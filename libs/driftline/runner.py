@@ -138,7 +138,7 @@ class Runner:
         self._stateful = hasattr(service, "snapshot") and hasattr(service, "restore")
         self._pre_batch: bytes | None = None  # the state before the batch in hand (a refused commit's fallback)
         if state is not None:
-            self._resume()
+            self._retry(self._resume, "the store (saved state)")
 
     @property
     def healthy(self) -> bool:

@@ -5,6 +5,11 @@ Configuration is the ``DRIFTLINE_*`` environment (:class:`driftline.config.Setti
 timeouts), e.g. ``{"security.protocol": "SASL_SSL", "session.timeout.ms": 6000}``.
 SIGTERM or SIGINT lets a runner finish and checkpoint the batch in hand, then
 the process exits 0; the HTTP services (ingest, registry) drain through uvicorn.
+
+A dependency that is down at start (the broker, the store, the registries) is
+waited for, with capped exponential backoff (``DRIFTLINE_RETRY_BACKOFF_*``): the
+process logs what it waits for once, reports ``driftline_service_healthy 0`` on
+its metrics port meanwhile, and a SIGTERM during the wait exits 0 at once.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from driftline import telemetry
 from driftline.bus.kafka import KafkaBus
 from driftline.codec import Codec, registry_client
 from driftline.config import Settings
+from driftline.failure import Backoff, Outage, Stopped, retry_transient
 from driftline.store import Store
 from driftline.topics import ALL_TOPICS, MODELS
 from driftline.entry.wiring import RUNNER_SERVICES, Context, make_runner
@@ -34,12 +40,44 @@ def _require(value: str | None, variable: str, service: str) -> str:
     return value
 
 
-def _context(settings: Settings, service: str, registry=None) -> Context:
+class Startup:
+    """Waits for the dependencies a service needs at start, reporting the service unhealthy meanwhile.
+
+    Each step is retried while it fails transiently (:func:`driftline.failure.is_transient`);
+    a set ``stop`` (SIGTERM) ends the wait with :class:`driftline.failure.Stopped`.
+    """
+
+    #: How long one attempt to reach the broker may block: a SIGTERM is seen at least this often.
+    BROKER_TIMEOUT_S = 5.0
+
+    def __init__(self, service: str, settings: Settings, stop: threading.Event | None = None):
+        self.stop = stop
+        self.backoff = Backoff(settings.retry_backoff_initial_s, settings.retry_backoff_max_s)
+        self.outage = Outage(service, on_change=lambda ok: telemetry.SERVICE_HEALTHY.labels(service).set(int(ok)))
+
+    def wait_for(self, work, what: str):
+        return retry_transient(work, what, self.outage, self.backoff, self.stop)
+
+
+def _open_store(dsn: str) -> Store:
+    store = Store(dsn)
+    try:
+        store.migrate()
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _context(settings: Settings, service: str, registry=None, startup: Startup | None = None) -> Context:
+    startup = startup or Startup(service, settings)
     bus = KafkaBus(_require(settings.kafka_bootstrap, "DRIFTLINE_KAFKA_BOOTSTRAP", service), extra=settings.kafka_config)
-    bus.create_topics({topic: settings.partitions for topic in ALL_TOPICS})
+    startup.wait_for(lambda: bus.create_topics({topic: settings.partitions for topic in ALL_TOPICS},
+                                               timeout_s=Startup.BROKER_TIMEOUT_S),
+                     f"the broker at {settings.kafka_bootstrap}")
     codec = Codec(registry_client(_require(settings.schema_registry_url, "DRIFTLINE_SCHEMA_REGISTRY_URL", service)))
-    store = Store(settings.resolved_store_dsn)
-    store.migrate()
+    dsn = settings.resolved_store_dsn
+    store = startup.wait_for(lambda: _open_store(dsn), f"the store at {_where(dsn)}")
     if registry is None:
         from driftline.registry.client import RegistryClient
 
@@ -47,7 +85,13 @@ def _context(settings: Settings, service: str, registry=None) -> Context:
         read_token = settings.registry_read_token.get_secret_value() if settings.registry_read_token else None
         registry = RegistryClient(_require(settings.registry_url, "DRIFTLINE_REGISTRY_URL", service), token,
                                   read_token=read_token, trusted_types=settings.trusted_types)
-    return Context(settings, bus, codec, store, registry)
+    return Context(settings, bus, codec, store, registry, stop=startup.stop)
+
+
+def _where(dsn: str) -> str:
+    """A DSN without its credentials, for a log line."""
+    scheme, sep, rest = dsn.partition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else dsn
 
 
 class CachedContracts:
@@ -97,9 +141,19 @@ def serve(service: str, host: str, port: int, settings: Settings | None = None) 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: stop.set())
-    ctx = _context(settings, service)
+    startup = Startup(service, settings, stop)
     try:
-        runner = make_runner(service, ctx)
+        ctx = _context(settings, service, startup=startup)
+    except Stopped:
+        log.warning("%s: stopped while waiting for %s", service, startup.outage.what)
+        return 0
+    try:
+        try:
+            # A service reads its dependencies as it starts (the joiner's pending labels, saved state).
+            runner = startup.wait_for(lambda: make_runner(service, ctx), "the store or the registry")
+        except Stopped:
+            log.warning("%s: stopped while waiting for %s", service, startup.outage.what)
+            return 0
         log.warning("%s: consuming %s", service, ", ".join(runner.service.topics))
         try:
             runner.run(stop)
@@ -135,7 +189,11 @@ def _serve_http(service: str, host: str, port: int, settings: Settings) -> int:
 
         registry = Registry(settings.registry_home, trusted_types=settings.trusted_types)
         registry.warm_load_probe()
-        ctx = _context(settings, service, registry=registry)
+        try:
+            ctx = _context(settings, service, registry=registry, startup=Startup(service, settings, stopping))
+        except Stopped:
+            registry.close()
+            return 0
         producer = ctx.bus.producer()
 
         def publish(event: dict) -> None:
@@ -157,7 +215,10 @@ def _serve_http(service: str, host: str, port: int, settings: Settings) -> int:
         from driftline.services.ingest.bounds import Bounds
         from driftline.services.ingest.logic import Ingest
 
-        ctx = _context(settings, service)
+        try:
+            ctx = _context(settings, service, startup=Startup(service, settings, stopping))
+        except Stopped:
+            return 0
         ingest = Ingest(CachedContracts(ctx.registry), Bounds.from_settings(settings))
         # Dead letters travel on a producer of their own: a dlq delivery failure is never
         # reported against the events of a later request.

@@ -107,8 +107,11 @@ def build_app(embedded, settings: Settings, runner_thread: threading.Thread):
     def healthz() -> JSONResponse:
         alive = runner_thread.is_alive()
         processed = {runner.service.name: runner.processed for runner in embedded.runners}
-        return JSONResponse({"status": "ok" if alive else "runners stopped", "processed": processed},
-                            status_code=200 if alive else 503)
+        # A runner waiting for a dependency (the store, a registry) is alive but not working.
+        unhealthy = [runner.service.name for runner in embedded.runners if not runner.healthy]
+        status = "runners stopped" if not alive else f"waiting: {', '.join(unhealthy)}" if unhealthy else "ok"
+        return JSONResponse({"status": status, "processed": processed, "unhealthy": unhealthy},
+                            status_code=200 if alive and not unhealthy else 503)
 
     return Dispatch([("/v1/events", ingest), ("/v1/labels", ingest),
                      ("/v1/models", registry), ("/v1/audit", registry),

@@ -6,6 +6,7 @@ modes differ only in the bus, the store and the registry they are handed.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from driftline.bus import Bus
 from driftline.codec import Codec
 from driftline.config import Settings
+from driftline.failure import Backoff
 from driftline.runner import Runner
 from driftline.store import Store
 from driftline.timeutil import now_ms
@@ -34,6 +36,7 @@ class Context:
     codec: Codec
     store: Store
     registry: Any  # driftline.registry.Registry or RegistryClient: the same methods
+    stop: threading.Event | None = None  # ends a runner's wait for a dependency (SIGTERM)
 
 
 def predictor(ctx: Context) -> PredictorService:
@@ -90,5 +93,7 @@ def make_runner(name: str, ctx: Context) -> Runner:
         from driftline.state import StateStore
 
         state = StateStore(ctx.store)
-    return Runner(service, ctx.bus, ctx.codec, ctx.store, batch_size=ctx.settings.batch_size,
-                  poll_timeout_s=ctx.settings.poll_timeout_s, state=state)
+    s = ctx.settings
+    return Runner(service, ctx.bus, ctx.codec, ctx.store, batch_size=s.batch_size,
+                  poll_timeout_s=s.poll_timeout_s, state=state, stop=ctx.stop,
+                  backoff=Backoff(s.retry_backoff_initial_s, s.retry_backoff_max_s))
