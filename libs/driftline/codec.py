@@ -84,6 +84,17 @@ class Codec:
         self._writer_schemas: dict[int, Any] = {}
         self._subject_ids: dict[str, set[int]] = {}  # subject -> schema ids of its versions (as last read)
         self._belongs: dict[tuple[str, int], bool] = {}  # (topic, schema id) -> a version of the topic's subject?
+        if registry.__class__.__name__ == "MockSchemaRegistryClient":
+            self._register_in_fixed_order()
+
+    def _register_in_fixed_order(self) -> None:
+        """The in-process registry numbers schemas in the order they are registered, and starts
+        empty in every process; records on a persistent embedded bus outlive it. Registering every
+        topic's schema up front, in the order of ``RECORD_OF_TOPIC``, gives each the same id in
+        every process, so a restarted ``driftline up`` reads the ids its previous run wrote."""
+        for topic in RECORD_OF_TOPIC:
+            # The very Schema the serializer registers on first use (it then finds this one).
+            self.registry.register_schema(subject_of(topic), self._serializer(topic)._schema)
 
     def _serializer(self, topic: str) -> AvroSerializer:
         serializer = self._serializers.get(topic)
