@@ -37,7 +37,8 @@ class CountingService:
     name: str
     topics: list[str] = field(default_factory=lambda: [LABELS])
     counts: dict[str, int] = field(default_factory=dict)
-    outage: int = 0  # how many handle() calls fail with the dependency down
+    outage: int = 0  # how many handle() calls fail with the dependency down...
+    outage_from: int = 0  # ...among those with a reading numbered this or more (not replays of earlier ones)
     health_seen: list[float | None] = field(default_factory=list)
 
     def handle(self, batch: list[Incoming], now_ms: int) -> Output:
@@ -47,7 +48,7 @@ class CountingService:
             self.counts[event_id] = self.counts.get(event_id, 0) + 1
             if item.record["label"] == "poison":
                 raise ValueError(f"cannot count {event_id}: poison")
-        if self.outage:
+        if self.outage and any(int(item.record["event_id"].split("-")[1]) >= self.outage_from for item in batch):
             self.outage -= 1
             self.health_seen.append(healthy_gauge(self.name))
             raise DependencyUnavailable("model registry: connection refused")
@@ -132,6 +133,19 @@ def codec() -> Codec:
     return Codec(registry_client(None))
 
 
+@pytest.fixture(params=["point-per-batch", "replay"])
+def rollback_mode(request) -> str:
+    """Both ways a RollbackPoint goes back: a snapshot before every batch (cheap snapshots),
+    or one old point and the batches handled since replayed (expensive snapshots)."""
+    return request.param
+
+
+def set_mode(runner: Runner, mode: str) -> Runner:
+    if mode == "replay":
+        runner.rollback_point.cheap_s, runner.rollback_point.every_s = -1.0, 3600.0
+    return runner
+
+
 def labels_bus(codec: Codec, n: int, poison_at: set[int] = frozenset()) -> tuple[MemoryBus, dict[int, bytes]]:
     bus = MemoryBus(retention_bytes=64 << 20)
     bus.create_topics({t: 1 for t in ALL_TOPICS})
@@ -158,28 +172,30 @@ def committed(bus: MemoryBus, service: str) -> int:
     return bus._groups[f"driftline-{service}"].committed.get((LABELS, 0), 0)
 
 
-def test_a_poison_record_in_a_batch_of_1000_is_dead_lettered_alone(store, codec) -> None:
-    bus, sent = labels_bus(codec, 1000, poison_at={517})
+def test_a_poison_record_in_a_batch_of_1000_is_dead_lettered_alone(store, codec, rollback_mode) -> None:
+    bus, sent = labels_bus(codec, 1300, poison_at={817})
     service = CountingService("counter-poison")
-    runner = Runner(service, bus, codec, store, batch_size=1000, backoff=FAST)
-    assert runner.step(0.0) == 1000  # one batch holds them all
+    runner = set_mode(Runner(service, bus, codec, store, batch_size=300, backoff=FAST), rollback_mode)
+    assert runner.step(0.0) == 300  # a batch before, whose counts a replay must keep
+    runner.batch_size = 1000
+    assert runner.step(0.0) == 1000  # one batch holds all the others
 
-    assert set(service.counts) == {f"reading-{i}" for i in range(1000) if i != 517}
+    assert set(service.counts) == {f"reading-{i}" for i in range(1300) if i != 817}
     assert set(service.counts.values()) == {1}  # rolled back, then each good record counted once
     [(svc, topic, partition, offset, error, payload)] = dead_letters(store)
-    assert (svc, topic, partition, offset) == ("counter-poison", LABELS, 0, 517)
-    assert error == "ValueError: cannot count reading-517: poison"
-    assert payload == sent[517].hex()  # the original bytes, as they were on the topic
+    assert (svc, topic, partition, offset) == ("counter-poison", LABELS, 0, 817)
+    assert error == "ValueError: cannot count reading-817: poison"
+    assert payload == sent[817].hex()  # the original bytes, as they were on the topic
     rows = store.query("SELECT count() FROM labels FINAL WHERE status = 'counted'")[1][0][0]
-    assert rows == 999  # the outputs of the good records, merged
-    assert committed(bus, "counter-poison") == 1000
+    assert rows == 1299  # the outputs of the good records, merged
+    assert committed(bus, "counter-poison") == 1300
     assert runner.dead_lettered == 1 and runner.healthy
 
 
-def test_two_poison_records_at_the_edges_and_a_restart_add_nothing(store, codec) -> None:
+def test_two_poison_records_at_the_edges_and_a_restart_add_nothing(store, codec, rollback_mode) -> None:
     bus, _ = labels_bus(codec, 300, poison_at={0, 299})
     service = CountingService("counter-edges")
-    runner = Runner(service, bus, codec, store, batch_size=100, backoff=FAST)
+    runner = set_mode(Runner(service, bus, codec, store, batch_size=100, backoff=FAST), rollback_mode)
     drain(runner)
     assert len(service.counts) == 298 and set(service.counts.values()) == {1}
     assert [row[3] for row in dead_letters(store)] == [0, 299]
@@ -190,17 +206,19 @@ def test_two_poison_records_at_the_edges_and_a_restart_add_nothing(store, codec)
     assert len(dead_letters(store)) == 2
 
 
-def test_a_dependency_down_in_handle_is_retried_never_dead_lettered(store, codec) -> None:
-    bus, _ = labels_bus(codec, 500)
-    service = CountingService("counter-handle", outage=4)
-    runner = Runner(service, bus, codec, store, batch_size=500, backoff=FAST)
-    assert healthy_gauge("counter-handle") == 1
+def test_a_dependency_down_in_handle_is_retried_never_dead_lettered(store, codec, rollback_mode) -> None:
+    bus, _ = labels_bus(codec, 700)
+    service = CountingService("counter-handle")
+    runner = set_mode(Runner(service, bus, codec, store, batch_size=200, backoff=FAST), rollback_mode)
+    assert runner.step(0.0) == 200 and healthy_gauge("counter-handle") == 1
+    service.outage, service.outage_from = 4, 200
+    runner.batch_size = 500
     drain(runner)
     assert service.health_seen == [1, 0, 0, 0]  # unhealthy from the first failure until it answers
     assert healthy_gauge("counter-handle") == 1 and runner.healthy
-    assert len(service.counts) == 500 and set(service.counts.values()) == {1}  # each retry rolled back
+    assert len(service.counts) == 700 and set(service.counts.values()) == {1}  # each retry rolled back
     assert dead_letters(store) == []
-    assert committed(bus, "counter-handle") == 500
+    assert committed(bus, "counter-handle") == 700
 
 
 def test_the_store_down_at_insert_is_retried_and_the_batch_is_not_skipped(store, codec) -> None:
@@ -241,16 +259,17 @@ def test_a_refused_commit_goes_back_to_the_saved_state_and_counts_exactly(store,
     assert committed(bus, "counter-rebalance") == 3000
 
 
-def test_a_refused_commit_before_any_saved_state_goes_back_to_the_batch_start(store, codec) -> None:
-    bus, _ = labels_bus(codec, 2000)
-    flaky = FlakyBus(bus, refused_commits=1, refuse_after=0)
+def test_a_refused_commit_before_any_saved_state_goes_back_to_the_batch_start(store, codec, rollback_mode) -> None:
+    bus, _ = labels_bus(codec, 3000)
+    flaky = FlakyBus(bus, refused_commits=1, refuse_after=1)
     service = CountingService("counter-rebalance-first")
-    runner = Runner(service, flaky, codec, store, batch_size=1000, backoff=FAST, state=StateStore(store),
-                    state_every_s=3600)
-    assert runner.step(0.0) == 0
-    assert service.counts == {}
+    runner = set_mode(Runner(service, flaky, codec, store, batch_size=1000, backoff=FAST, state=StateStore(store),
+                             state_every_s=3600), rollback_mode)
+    assert runner.step(0.0) == 1000
+    assert runner.step(0.0) == 0  # refused, and no state saved yet: back to before this batch
+    assert len(service.counts) == 1000
     drain(runner)
-    assert len(service.counts) == 2000 and set(service.counts.values()) == {1}
+    assert len(service.counts) == 3000 and set(service.counts.values()) == {1}
 
 
 def test_stop_interrupts_the_wait_and_leaves_the_batch_uncommitted(store, codec) -> None:
@@ -277,3 +296,17 @@ def _wait(condition, timeout_s: float = 10.0) -> bool:
             return True
         done.wait(0.01)
     return condition()
+
+
+def test_a_dependency_down_during_a_replay_finishes_the_rollback_before_handling(store, codec) -> None:
+    """In replay mode the batches since the point are handled again; if one of those fails too
+    (the dependency is still down), the rollback is finished before the next attempt."""
+    bus, _ = labels_bus(codec, 600)
+    service = CountingService("counter-replay")
+    runner = set_mode(Runner(service, bus, codec, store, batch_size=200, backoff=FAST), "replay")
+    assert runner.step(0.0) == 200
+    service.outage = 3  # fails the batch, then the replay of the first batch, then the batch again
+    drain(runner)
+    assert service.outage == 0
+    assert len(service.counts) == 600 and set(service.counts.values()) == {1}
+    assert dead_letters(store) == []
