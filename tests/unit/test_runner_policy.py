@@ -310,3 +310,31 @@ def test_a_dependency_down_during_a_replay_finishes_the_rollback_before_handling
     assert service.outage == 0
     assert len(service.counts) == 600 and set(service.counts.values()) == {1}
     assert dead_letters(store) == []
+
+
+def test_up_healthz_answers_503_naming_a_runner_that_waits(tmp_path) -> None:
+    from fastapi.testclient import TestClient
+
+    from driftline.config import Settings
+    from driftline.entry.embedded import Embedded
+    from driftline.entry.up import build_app
+
+    settings = Settings(home=tmp_path / "home")
+    embedded = Embedded(settings)
+    release = threading.Event()
+    runners_thread = threading.Thread(target=release.wait)
+    runners_thread.start()
+    try:
+        client = TestClient(build_app(embedded, settings, runners_thread))
+        assert client.get("/healthz").status_code == 200
+        joiner = next(r for r in embedded.runners if r.service.name == "label-joiner")
+        joiner.outage.down("the store", ConnectionRefusedError(111, "Connection refused"))
+        answer = client.get("/healthz")
+        assert answer.status_code == 503
+        assert answer.json()["unhealthy"] == ["label-joiner"] and "label-joiner" in answer.json()["status"]
+        joiner.outage.up()
+        assert client.get("/healthz").status_code == 200
+    finally:
+        release.set()
+        runners_thread.join()
+        embedded.close()
