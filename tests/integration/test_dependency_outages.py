@@ -95,6 +95,10 @@ class RegistryProxy:
 
     def down(self) -> None:
         server, self._server = self._server, None
+        try:  # wakes the thread blocked in accept(): a bare close() would leave the port listening
+            server.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         server.close()
         with self._lock:
             for conn in self._open:
