@@ -169,11 +169,11 @@ def good_records(app: Embedded, ledger: Ledger, n: int, rng: np.random.Generator
     return out
 
 
-@hsettings(max_examples=90, deadline=None, database=None,
+@pytest.mark.parametrize("topic", sorted(CONSUMERS))
+@hsettings(max_examples=15, deadline=None, database=None,
            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
-def test_bad_records_on_every_topic_are_dead_lettered_and_good_ones_processed(app, ledger, data) -> None:
-    topic = data.draw(st.sampled_from(sorted(CONSUMERS)), label="topic")
+def test_bad_records_on_every_topic_are_dead_lettered_and_good_ones_processed(app, ledger, topic, data) -> None:
     drawn = data.draw(bad_records(topic), label="bad records")
     rng = np.random.default_rng(len(ledger.events))
     good = good_records(app, ledger, 5, rng)
