@@ -338,3 +338,21 @@ def test_up_healthz_answers_503_naming_a_runner_that_waits(tmp_path) -> None:
         release.set()
         runners_thread.join()
         embedded.close()
+
+
+def test_a_kafka_flush_with_no_broker_is_a_dependency_unavailable() -> None:
+    """What used to be KafkaException("N records not acknowledged") is transient now: the runner
+    retries the batch instead of stopping (no broker listens on this port)."""
+    import socket
+
+    from driftline.bus.kafka import KafkaBus
+    from driftline.failure import is_transient
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    producer = KafkaBus(f"127.0.0.1:{port}", extra={"log_level": 0}).producer()
+    producer.produce("labels", b"\x00", key=b"k")
+    with pytest.raises(DependencyUnavailable, match="not acknowledged") as caught:
+        producer.flush(timeout_s=0.5)
+    assert is_transient(caught.value)
