@@ -1,6 +1,6 @@
 """What kind of failure an exception is: a dependency that is away, or a record that is bad.
 
-The runner's error policy (:meth:`driftline.runner.Runner.step`) treats the two
+The runner's error policy (:meth:`driftline.runner.Runner.process`) treats the two
 kinds differently:
 
 - **transient**: the broker, the schema registry, the model registry or the
