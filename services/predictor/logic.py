@@ -19,7 +19,10 @@ What it refuses, without ever stopping:
   names an untrusted type: :class:`ModelRefused`). The last good version of that
   model and alias keeps serving; with none, the model's events are unscorable
   with the refusal as the reason. The refused version is tried again after
-  ``retry_after_s``, or at once when a model event moves that alias. Refusals
+  ``retry_after_s``, or at once when a model event moves that alias. A predictor
+  that has no good version in memory (it just started) asks ``fallback`` for the
+  newest earlier version of that alias that loads, so a restart serves what ran
+  before the refused promotion. Refusals
   are kept for the service to report (:meth:`Predictor.take_refusals`).
   A registry that cannot be reached is not a refusal: the loader raises
   :class:`driftline.failure.DependencyUnavailable` and the batch is retried.
@@ -124,14 +127,19 @@ class Predictor:
     retry_after_s
         How long a refused version waits before it is loaded again (a model event
         for its alias retries at once).
+    fallback
+        ``(model, alias, refused_version) -> LoadedModel | None``: an earlier version
+        of the alias that loads, used when a refusal leaves nothing to serve.
     clock
         Seconds, monotonic; injectable for tests.
     """
 
     def __init__(self, load: Callable[[str, str], LoadedModel | None], *, retry_after_s: float = 30.0,
+                 fallback: Callable[[str, str, int], LoadedModel | None] | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self.load = load
         self.retry_after_s = retry_after_s
+        self.fallback = fallback
         self.clock = clock
         self._models: dict[tuple[str, str], LoadedModel | None] = {}  # the last good load (None: alias unset)
         self._stale: set[tuple[str, str]] = set()
@@ -151,6 +159,11 @@ class Predictor:
             self._refuse(key, refused)
             self._stale.discard(key)
             kept = self._models.get(key)
+            if kept is None and self.fallback is not None:
+                try:
+                    kept = self._models[key] = self.fallback(name, role, refused.version)
+                except Exception as exc:  # noqa: BLE001 - no fallback: the refusal stands alone
+                    log.warning("predictor: no earlier version of %s@%s to fall back on: %s", name, role, exc)
             if kept is not None:
                 log.warning("predictor: %s; %s v%d keeps serving", self._refused[key].message, name, kept.meta.version)
             return kept

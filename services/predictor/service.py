@@ -57,7 +57,23 @@ class PredictorService:
                     raise DependencyUnavailable(f"registry: loading {model} v{meta.version}: {exc}") from exc
                 raise ModelRefused(model, alias, meta.version, f"{type(exc).__name__}: {exc}") from exc
 
-        return cls(Predictor(load, retry_after_s=retry_after_s), registry)
+        def fallback(model: str, alias: str, refused: int):
+            """The newest version ``alias`` pointed at before, other than ``refused``, that loads."""
+            moves = [row["version"] for row in reversed(registry.audit_log(model))
+                     if row["alias"] == alias and row["action"] in ("alias_moved", "rolled_back")]
+            for version in dict.fromkeys(v for v in moves if v != refused):  # newest first, each once
+                try:
+                    loaded = registry.load(model, version=version)
+                except Exception as exc:
+                    if _registry_away(exc):
+                        raise
+                    continue
+                log.warning("predictor: %s@%s v%d is refused; serving v%d, the alias's last version that loads",
+                            model, alias, refused, version)
+                return loaded
+            return None
+
+        return cls(Predictor(load, retry_after_s=retry_after_s, fallback=fallback), registry)
 
     def handle(self, batch: list[Incoming], now_ms: int) -> Output:
         out = Output()

@@ -34,6 +34,7 @@ class Embedded:
         self.bus = MemoryBus(log_dir=self.settings.home / "bus" if persistent else None)
         self.bus.create_topics({topic: self.settings.partitions for topic in ALL_TOPICS})
         self.codec = Codec(registry_client(None))
+        _number_schemas_in_order(self.codec)
         self.store = Store(self.settings.resolved_store_dsn)
         self.store.migrate()
         self.registry = Registry(self.settings.registry_home, trusted_types=self.settings.trusted_types)
@@ -105,3 +106,17 @@ class Embedded:
         self.bus.close()
         self.registry.close()
         self.store.close()
+
+
+def _number_schemas_in_order(codec: Codec) -> None:
+    """Register every topic's schema now, in :data:`ALL_TOPICS` order.
+
+    The in-process schema registry numbers schemas in the order they are first
+    registered and forgets them when the process ends, while a persistent bus keeps
+    records carrying those numbers. Registering all of them at start, always in the
+    same order, gives every run the same ids, so a restarted ``driftline up`` decodes
+    the model events and features the previous run left on the bus.
+    """
+    for topic in ALL_TOPICS:
+        # The serializer's own Schema object: the text it registers (normalized) decides the id.
+        codec.registry.register_schema(f"{topic}-value", codec._serializer(topic)._schema)
