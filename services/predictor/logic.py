@@ -150,7 +150,10 @@ class Predictor:
         """The version of ``name`` serving ``role``: the newest that loaded, or None."""
         key = (name, role)
         refusal = self._refused.get(key)
-        due = key not in self._models or key in self._stale or (refusal is not None and self.clock() >= refusal.retry_at)
+        if refusal is not None:  # a refused version waits for its back-off or a model event
+            due = key in self._stale or self.clock() >= refusal.retry_at
+        else:
+            due = key not in self._models or key in self._stale
         if not due:
             return self._models.get(key)
         try:
