@@ -27,8 +27,8 @@ What it refuses, without ever stopping:
   A registry that cannot be reached is not a refusal: the loader raises
   :class:`driftline.failure.DependencyUnavailable` and the batch is retried.
 - an event with a numeric feature that is infinite or beyond float32's range
-  (scikit-learn's float32 estimators turn ``1e308`` into infinity and refuse the
-  whole input): unscorable, the reason names the feature. NaN stays a missing
+  (scikit-learn's float32 estimators, random forests, turn ``1e308`` into
+  infinity and refuse the whole input): unscorable, the reason names the feature. NaN stays a missing
   value, as it is for every contract.
 - a group whose scoring still raises is scored event by event, so only the
   events that raise on their own are unscorable.
@@ -58,7 +58,9 @@ log = logging.getLogger(__name__)
 #: shadow's is logged beside it so it can be compared on the same events.
 SERVED_ROLES = ("champion", "shadow")
 
-#: The largest magnitude float32 holds; scikit-learn's tree ensembles compute in float32.
+#: The largest magnitude float32 holds. scikit-learn's decision trees and random forests compute in
+#: float32 (1e308 becomes infinity and they refuse the whole input); a linear model scores it as
+#: an overflowed, meaningless 1.0.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
