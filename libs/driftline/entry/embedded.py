@@ -12,6 +12,7 @@ With ``persistent=True`` the bus keeps its log and committed offsets under
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from driftline.bus.memory import MemoryBus
@@ -25,6 +26,8 @@ from driftline.services.ingest.gateway import IngestGateway
 from driftline.services.ingest.bounds import Bounds
 from driftline.services.ingest.logic import Ingest
 from driftline.entry.wiring import RUNNER_SERVICES, Context, make_runner
+
+log = logging.getLogger(__name__)
 
 
 class Embedded:
@@ -46,7 +49,7 @@ class Embedded:
         # bus within one turn. Draining here sends what a crash left in the outbox.
         self.outbox = OutboxPublisher(self.registry, self._publish_model_event)
         self.registry.listeners.append(self._forget_contract)
-        self.outbox.drain()
+        self._drain_outbox()
         self.ingest = IngestGateway(Ingest(self.contract_of, Bounds.from_settings(self.settings)), self.bus.producer(),
                                     self.codec, self.store, dlq_producer=self.bus.producer())
         context = Context(self.settings, self.bus, self.codec, self.store, self.registry)
@@ -59,6 +62,13 @@ class Embedded:
             self._contracts[model] = None if champion is None else champion.contract
         return self._contracts[model]
 
+    def _drain_outbox(self) -> int:
+        try:
+            return self.outbox.drain()
+        except Exception as exc:  # noqa: BLE001 - the bus refused (full): the rows stay, retried next turn
+            log.warning("embedded: publishing model events failed, retrying on the next turn: %s", exc)
+            return 0
+
     def _forget_contract(self, event: dict) -> None:
         self._contracts.pop(event["model"], None)
 
@@ -70,7 +80,7 @@ class Embedded:
         """Give every runner turns until none has anything left to do; returns messages processed."""
         total = 0
         while True:
-            self.outbox.drain()
+            self._drain_outbox()
             moved = sum(runner.step(timeout_s=0.0) for runner in self.runners)
             total += moved
             if not moved:
@@ -84,7 +94,7 @@ class Embedded:
         """
         total = 0
         while not stop.is_set():
-            moved = self.outbox.drain()
+            moved = self._drain_outbox()
             for runner in self.runners:
                 if stop.is_set():
                     break

@@ -131,9 +131,8 @@ def _serve_http(service: str, host: str, port: int, settings: Settings) -> int:
 
     if service == "registry":
         from driftline.registry import Registry
-        from driftline.services.registry.app import create_app
-
         from driftline.registry.outbox import Backoff, OutboxPublisher
+        from driftline.services.registry.app import create_app
 
         registry = Registry(settings.registry_home, trusted_types=settings.trusted_types)
         registry.warm_load_probe()
