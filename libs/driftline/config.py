@@ -83,6 +83,16 @@ class Settings(BaseSettings):
     registry_max_body_bytes: int = Field(
         256 << 20, ge=1024, description="Largest registration request the registry accepts (413 beyond).")
 
+    # registry outbox and model loading (issue 10): model events reach the bus after their change is
+    # durable, and a model that fails to load never stops the predictor
+    registry_outbox_timeout_s: float = Field(
+        10.0, gt=0, description="How long one attempt to publish a model event waits for the broker's acknowledgement.")
+    registry_outbox_backoff_max_s: float = Field(
+        10.0, gt=0, description="Longest wait between attempts to publish a model event while the broker is away.")
+    model_load_retry_s: float = Field(
+        30.0, gt=0, description="How long the predictor waits before loading a refused model version again "
+                                "(a model event for it retries at once).")
+
     # driftline send / driftline.client: where ingest is; the token is DRIFTLINE_INGEST_TOKEN above
     url: str = Field("http://127.0.0.1:8000", description="ingest's URL for `driftline send` (`driftline up`'s port).")
 

@@ -51,6 +51,13 @@ UNSCORABLE = "unscorable"  # the predictor had no model to score the event with
 OTHER = "other"
 
 
+# -- models that fail to load, events the predictor refuses (issue 10) ------------------------
+MODEL_LOAD_FAILURES = Counter("driftline_model_load_failures", "Model versions a service refused to load "
+                              "(sha256 mismatch, untrusted or unloadable artifact), once per version and reason.",
+                              ["service", "model", "alias"])
+BAD_FEATURES = "bad_features"  # a numeric feature the model cannot compute with (inf, beyond float32)
+SCORING_FAILED = "scoring_failed"  # the model raised on this event alone
+
 def ingest_reason(status: int | None) -> str:
     """The bounded category of an ingest rejection, from its per-record status."""
     return {400: "bad_body", 409: "duplicate", 413: "too_large", 422: "invalid", 503: "unavailable"}.get(

@@ -12,19 +12,44 @@ What a prediction carries depends on the contract's task:
   :func:`driftline.models.monitored_score`);
 - regression: ``score`` is the predicted value, ``predicted_label`` the same
   value as text, ``scores`` is empty.
+
+What it refuses, without ever stopping:
+
+- a model version that does not load (its artifact fails the sha256 check or
+  names an untrusted type: :class:`ModelRefused`). The last good version of that
+  model and alias keeps serving; with none, the model's events are unscorable
+  with the refusal as the reason. The refused version is tried again after
+  ``retry_after_s``, or at once when a model event moves that alias. A predictor
+  that has no good version in memory (it just started) asks ``fallback`` for the
+  newest earlier version of that alias that loads, so a restart serves what ran
+  before the refused promotion. Refusals
+  are kept for the service to report (:meth:`Predictor.take_refusals`).
+  A registry that cannot be reached is not a refusal: the loader raises
+  :class:`driftline.failure.DependencyUnavailable` and the batch is retried.
+- an event with a numeric feature that is infinite or beyond float32's range
+  (scikit-learn's float32 estimators, random forests, turn ``1e308`` into
+  infinity and refuse the whole input): unscorable, the reason names the feature. NaN stays a missing
+  value, as it is for every contract.
+- a group whose scoring still raises is scored event by event, so only the
+  events that raise on their own are unscorable.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from driftline.models import monitored_score, positive_scores, predicted_values, to_frame, value_label
+from driftline.failure import is_transient
 from driftline.registry import LoadedModel
+from driftline.telemetry import BAD_FEATURES, SCORING_FAILED, UNSCORABLE
 from driftline.timeutil import now_ms, to_ms
 
 log = logging.getLogger(__name__)
@@ -33,63 +58,220 @@ log = logging.getLogger(__name__)
 #: shadow's is logged beside it so it can be compared on the same events.
 SERVED_ROLES = ("champion", "shadow")
 
+#: The largest magnitude float32 holds. scikit-learn's decision trees and random forests compute in
+#: float32 (1e308 becomes infinity and they refuse the whole input); a linear model scores it as
+#: an overflowed, meaningless 1.0.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+class ModelRefused(Exception):
+    """A model version that cannot be used: its artifact does not verify, or does not load.
+
+    Raised by a predictor's loader; ``reason`` says why (e.g. the sha256 mismatch).
+    """
+
+    def __init__(self, model: str, alias: str, version: int, reason: str):
+        super().__init__(f"{model} v{version} ({alias}) refused: {reason}")
+        self.model, self.alias, self.version, self.reason = model, alias, version, reason
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A refused load of ``model``'s ``alias`` (at ``version``), and when it may be tried again."""
+
+    model: str
+    alias: str
+    version: int
+    reason: str
+    retry_at: float
+
+    @property
+    def message(self) -> str:
+        return f"model {self.model!r} {self.alias} v{self.version} refused: {self.reason}"
+
+
+class Unscorable(NamedTuple):
+    """An event the predictor could not score, why, and the reason's bounded category (for metrics)."""
+
+    event: dict[str, Any]
+    reason: str
+    category: str = UNSCORABLE
+
+
+def feature_problem(numeric: dict[str, float]) -> str | None:
+    """Why these numeric features cannot be scored, naming the feature; None when they can.
+
+    >>> feature_problem({"speed": 1.5, "load": float("nan")}) is None
+    True
+    >>> feature_problem({"speed": float("inf")})
+    "feature 'speed' is inf: not a finite number"
+    >>> feature_problem({"speed": 1e308})
+    "feature 'speed' is 1e+308: beyond float32's range (3.4e+38), which models compute in"
+    """
+    for name, value in numeric.items():
+        if value is None or math.isnan(value):
+            continue  # missing: the model's imputer decides
+        if math.isinf(value):
+            return f"feature {name!r} is {value}: not a finite number"
+        if abs(value) > FLOAT32_MAX:
+            return f"feature {name!r} is {value!r}: beyond float32's range ({FLOAT32_MAX:.1e}), which models compute in"
+    return None
+
 
 class Predictor:
     """
     Parameters
     ----------
     load
-        ``(model, alias) -> LoadedModel`` or None when the alias is not set.
+        ``(model, alias) -> LoadedModel`` or None when the alias is not set. Raises
+        :class:`ModelRefused` for a version that cannot be used, anything transient
+        (:func:`driftline.failure.is_transient`) when the registry is away.
+    retry_after_s
+        How long a refused version waits before it is loaded again (a model event
+        for its alias retries at once).
+    fallback
+        ``(model, alias, refused_version) -> LoadedModel | None``: an earlier version
+        of the alias that loads, used when a refusal leaves nothing to serve.
+    clock
+        Seconds, monotonic; injectable for tests.
     """
 
-    def __init__(self, load: Callable[[str, str], LoadedModel | None]):
+    def __init__(self, load: Callable[[str, str], LoadedModel | None], *, retry_after_s: float = 30.0,
+                 fallback: Callable[[str, str, int], LoadedModel | None] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.load = load
-        self._models: dict[tuple[str, str], LoadedModel | None] = {}
+        self.retry_after_s = retry_after_s
+        self.fallback = fallback
+        self.clock = clock
+        self._models: dict[tuple[str, str], LoadedModel | None] = {}  # the last good load (None: alias unset)
         self._stale: set[tuple[str, str]] = set()
+        self._refused: dict[tuple[str, str], Refusal] = {}
+        self._new_refusals: list[Refusal] = []
 
     def model(self, name: str, role: str) -> LoadedModel | None:
+        """The version of ``name`` serving ``role``: the newest that loaded, or None."""
         key = (name, role)
-        if key not in self._models:
-            self._models[key] = self.load(name, role)
-        elif key in self._stale:
-            try:
-                self._models[key] = self.load(name, role)
-            except Exception as exc:  # registry away or artifact refused: keep serving, retry next batch
+        refusal = self._refused.get(key)
+        if refusal is not None:  # a refused version waits for its back-off or a model event
+            due = key in self._stale or self.clock() >= refusal.retry_at
+        else:
+            due = key not in self._models or key in self._stale
+        if not due:
+            return self._models.get(key)
+        try:
+            loaded = self.load(name, role)
+        except ModelRefused as refused:
+            self._refuse(key, refused)
+            self._stale.discard(key)
+            kept = self._models.get(key)
+            if kept is None and self.fallback is not None:
+                try:
+                    kept = self._models[key] = self.fallback(name, role, refused.version)
+                except Exception as exc:  # noqa: BLE001 - no fallback: the refusal stands alone
+                    log.warning("predictor: no earlier version of %s@%s to fall back on: %s", name, role, exc)
+            if kept is not None:
+                log.warning("predictor: %s; %s v%d keeps serving", self._refused[key].message, name, kept.meta.version)
+            return kept
+        except Exception as exc:
+            if is_transient(exc) and key in self._models:  # registry away: keep serving, retry next batch
                 log.warning("predictor: reloading %s@%s failed, keeping the loaded version: %s", name, role, exc)
                 return self._models[key]
+            raise
+        self._models[key] = loaded
+        self._refused.pop(key, None)
         self._stale.discard(key)
-        return self._models[key]
+        return loaded
+
+    def _refuse(self, key: tuple[str, str], refused: ModelRefused) -> None:
+        previous = self._refused.get(key)
+        refusal = Refusal(refused.model, refused.alias, refused.version, refused.reason,
+                          self.clock() + self.retry_after_s)
+        self._refused[key] = refusal
+        if previous is None or (previous.version, previous.reason) != (refusal.version, refusal.reason):
+            log.error("predictor: %s", refusal.message)
+            self._new_refusals.append(refusal)  # reported once per version and reason, not at every retry
+
+    def take_refusals(self) -> list[Refusal]:
+        """Refusals seen since the last call (the service reports them: metric, audit row)."""
+        refusals, self._new_refusals = self._new_refusals, []
+        return refusals
+
+    def refusal(self, name: str, role: str) -> Refusal | None:
+        """The refusal in force for ``name``'s ``role``, if its last load was refused."""
+        return self._refused.get((name, role))
 
     def on_model_event(self, event: dict[str, Any]) -> None:
-        """Mark a model whose alias moved to another version; it is reloaded (and verified) on next use."""
+        """Mark a model whose alias moved to another version; it is reloaded (and verified) on next use.
+
+        A refused version is tried again at the next event for its alias, whatever version it names.
+        """
         alias = event.get("alias")
         if alias not in SERVED_ROLES:
             return
         key = (event["model"], alias)
         loaded = self._models.get(key)
-        if loaded is None or loaded.meta.version != event["version"]:
+        if loaded is None or loaded.meta.version != event["version"] or key in self._refused:
             self._stale.add(key)
 
     def versions(self) -> dict[tuple[str, str], int]:
         return {key: m.meta.version for key, m in self._models.items() if m is not None}
 
-    def predict(self, events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
-        """Predictions for ``events``, and (event, reason) for those that cannot be scored."""
+    def predict(self, events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Unscorable]]:
+        """Predictions for ``events``, and :class:`Unscorable` for those that cannot be scored."""
         by_model: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        unscorable: list[Unscorable] = []
         for event in events:
-            by_model[event["model"]].append(event)
+            problem = feature_problem(event["numeric_features"])
+            if problem is None:
+                by_model[event["model"]].append(event)
+            else:
+                unscorable.append(Unscorable(event, problem, BAD_FEATURES))
         predictions: list[dict[str, Any]] = []
-        unscorable: list[tuple[dict[str, Any], str]] = []
         for name, group in by_model.items():
             champion = self.model(name, "champion")
             if champion is None:
-                unscorable.extend((e, f"model {name!r} has no champion") for e in group)
+                refusal = self.refusal(name, "champion")
+                reason = refusal.message if refusal is not None else f"model {name!r} has no champion"
+                unscorable.extend(Unscorable(e, reason) for e in group)
                 continue
-            for role in SERVED_ROLES:
-                loaded = champion if role == "champion" else self.model(name, role)
-                if loaded is not None:
-                    predictions.extend(self._score(loaded, role, group))
+            scored, failed = self._score_each(champion, "champion", group)
+            predictions.extend(scored)
+            unscorable.extend(failed)
+            shadow = self.model(name, "shadow")
+            if shadow is not None:
+                served = {p["event_id"] for p in scored}
+                scored, failed = self._score_each(shadow, "shadow", [e for e in group if e["event_id"] in served])
+                predictions.extend(scored)
+                for event, reason, _category in failed:  # the champion served these: a shadow's failure is not the event's
+                    log.warning("predictor: shadow %s v%d could not score %s: %s", name, shadow.meta.version,
+                                event["event_id"], reason)
         return predictions, unscorable
+
+    @classmethod
+    def _score_each(cls, loaded: LoadedModel, role: str, events: list[dict[str, Any]]
+                    ) -> tuple[list[dict[str, Any]], list[Unscorable]]:
+        """Score ``events`` together; if that raises, one by one, so one bad event fails alone."""
+        if not events:
+            return [], []
+        try:
+            return cls._score(loaded, role, events), []
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            if len(events) == 1:
+                return [], [Unscorable(events[0], _scoring_error(loaded, exc), SCORING_FAILED)]
+            log.warning("predictor: scoring %d events with %s v%d raised (%s); scoring them one by one",
+                        len(events), loaded.meta.model, loaded.meta.version, exc)
+        scored: list[dict[str, Any]] = []
+        failed: list[Unscorable] = []
+        for event in events:
+            try:
+                scored.extend(cls._score(loaded, role, [event]))
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                failed.append(Unscorable(event, _scoring_error(loaded, exc), SCORING_FAILED))
+        return scored, failed
 
     @staticmethod
     def _score(loaded: LoadedModel, role: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -128,3 +310,7 @@ class Predictor:
                 }
             )
         return out
+
+
+def _scoring_error(loaded: LoadedModel, exc: Exception) -> str:
+    return f"{loaded.meta.model} v{loaded.meta.version} could not score it: {type(exc).__name__}: {exc}"

@@ -18,7 +18,11 @@ the sandboxed load check answer 4xx (the untrusted type is named); a body over
 the size bound answers 413. Making a version without a reference profile champion
 answers 409 unless the body says ``"no_monitoring": true``. A change naming a version that does not exist
 answers 404 and writes no audit row. Every change is an audit row and a
-ModelEvent (the registry's listeners publish it).
+ModelEvent written to the registry's outbox in the same transaction: a 200 means
+the change is durable, and the event reaches the bus when the broker acknowledges
+it (:class:`driftline.registry.outbox.OutboxPublisher`), even if it is down now.
+A predictor that refuses a version it cannot load records it as a decision,
+``model_load_failed``.
 """
 
 from __future__ import annotations

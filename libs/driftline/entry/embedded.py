@@ -12,18 +12,22 @@ With ``persistent=True`` the bus keeps its log and committed offsets under
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from driftline.bus.memory import MemoryBus
 from driftline.codec import Codec, registry_client
 from driftline.config import Settings
 from driftline.registry import Registry
+from driftline.registry.outbox import OutboxPublisher
 from driftline.store import Store
 from driftline.topics import ALL_TOPICS, MODELS
 from driftline.services.ingest.gateway import IngestGateway
 from driftline.services.ingest.bounds import Bounds
 from driftline.services.ingest.logic import Ingest
 from driftline.entry.wiring import RUNNER_SERVICES, Context, make_runner
+
+log = logging.getLogger(__name__)
 
 
 class Embedded:
@@ -39,7 +43,12 @@ class Embedded:
         self.registry.warm_load_probe()  # the retrainer registers challengers
         self._model_events = self.bus.producer()
         self._contracts: dict[str, object] = {}
-        self.registry.listeners.append(self._publish_model_event)
+        # Model events leave the registry's outbox on the runners' turn (pump, run), before the runners
+        # step: deterministic for the demo, and a change made over HTTP while `up` runs reaches the
+        # bus within one turn. Draining here sends what a crash left in the outbox.
+        self.outbox = OutboxPublisher(self.registry, self._publish_model_event)
+        self.registry.listeners.append(self._forget_contract)
+        self._drain_outbox()
         self.ingest = IngestGateway(Ingest(self.contract_of, Bounds.from_settings(self.settings)), self.bus.producer(),
                                     self.codec, self.store, dlq_producer=self.bus.producer())
         context = Context(self.settings, self.bus, self.codec, self.store, self.registry)
@@ -52,14 +61,25 @@ class Embedded:
             self._contracts[model] = None if champion is None else champion.contract
         return self._contracts[model]
 
-    def _publish_model_event(self, event: dict) -> None:
+    def _drain_outbox(self) -> int:
+        try:
+            return self.outbox.drain()
+        except Exception as exc:  # noqa: BLE001 - the bus refused (full): the rows stay, retried next turn
+            log.warning("embedded: publishing model events failed, retrying on the next turn: %s", exc)
+            return 0
+
+    def _forget_contract(self, event: dict) -> None:
         self._contracts.pop(event["model"], None)
+
+    def _publish_model_event(self, event: dict) -> None:
         self._model_events.produce(MODELS, self.codec.encode(MODELS, event), key=event["model"].encode())
+        self._model_events.flush()
 
     def pump(self) -> int:
         """Give every runner turns until none has anything left to do; returns messages processed."""
         total = 0
         while True:
+            self._drain_outbox()
             moved = sum(runner.step(timeout_s=0.0) for runner in self.runners)
             total += moved
             if not moved:
@@ -73,7 +93,7 @@ class Embedded:
         """
         total = 0
         while not stop.is_set():
-            moved = 0
+            moved = self._drain_outbox()
             for runner in self.runners:
                 if stop.is_set():
                     break
@@ -95,3 +115,4 @@ class Embedded:
         self.bus.close()
         self.registry.close()
         self.store.close()
+

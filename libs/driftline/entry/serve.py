@@ -185,6 +185,7 @@ def _serve_http(service: str, host: str, port: int, settings: Settings) -> int:
 
     if service == "registry":
         from driftline.registry import Registry
+        from driftline.registry.outbox import Backoff, OutboxPublisher
         from driftline.services.registry.app import create_app
 
         registry = Registry(settings.registry_home, trusted_types=settings.trusted_types)
@@ -194,14 +195,23 @@ def _serve_http(service: str, host: str, port: int, settings: Settings) -> int:
         except Stopped:
             registry.close()
             return 0
-        producer = ctx.bus.producer()
+        # The outbox's own producer, whose records time out before its flush stops waiting: a flush
+        # returns only once the broker acknowledged or refused, so a retry never sends a record
+        # that is still in flight a second time.
+        timeout_s = settings.registry_outbox_timeout_s
+        producer = KafkaBus(settings.kafka_bootstrap, extra={**settings.kafka_config,
+                                                             "message.timeout.ms": int(timeout_s * 1000)}).producer()
 
         def publish(event: dict) -> None:
             producer.produce(MODELS, ctx.codec.encode(MODELS, event), key=event["model"].encode())
-            producer.flush()
+            producer.flush(timeout_s + 5.0)
 
-        registry.listeners.append(publish)
+        # Alias moves answer once committed with their event in the outbox; this thread publishes it
+        # (at once, and again after a restart if the process died first) while HTTP goes on answering.
+        outbox = OutboxPublisher(registry, publish, backoff=Backoff(max_s=settings.registry_outbox_backoff_max_s))
+        registry.listeners.append(outbox.wake)
         registry.listeners.append(lambda event: telemetry.observe_model_event(service, event))
+        outbox.start()
         for model in registry.models():  # the gauge starts from the champions already there
             champion = registry.resolve(model, "champion")
             if champion is not None:
@@ -232,6 +242,7 @@ def _serve_http(service: str, host: str, port: int, settings: Settings) -> int:
     finally:
         ctx.store.close()
         if service == "registry":
+            outbox.stop()
             registry.close()
     log.warning("%s: stopped", service)
     return 0

@@ -42,7 +42,7 @@ class Context:
 def predictor(ctx: Context) -> PredictorService:
     from driftline.services.predictor.service import PredictorService
 
-    return PredictorService.from_registry(ctx.registry)
+    return PredictorService.from_registry(ctx.registry, retry_after_s=ctx.settings.model_load_retry_s)
 
 
 def label_joiner(ctx: Context) -> LabelJoinerService:

@@ -1,10 +1,15 @@
 """The model registry: immutable versions, moving aliases, lineage and an audit trail.
 
 Metadata lives in SQLite under ``DRIFTLINE_HOME/registry``; artifacts are
-content-addressed files beside it. Every change writes one audit row and is
-announced to listeners (the runner publishes it as a ModelEvent). A change
-that names a model, version or alias that does not exist raises before any
-row is written.
+content-addressed files beside it. Every change writes one audit row and, in the
+same transaction, its ModelEvent into the ``outbox`` table: once a change has
+answered it is durable, and its event is published by an
+:class:`driftline.registry.outbox.OutboxPublisher` (retrying until the bus
+acknowledges), even if the bus is down now or the process dies before
+publishing. After the commit, in-process listeners (telemetry, caches) are told
+too; a listener that raises is logged and never undoes or fails the change. A
+change that names a model, version or alias that does not exist raises before
+any row is written.
 
 A new version is accepted only if its artifact names trusted types alone (see
 :mod:`driftline.registry.artifacts`) and loads, in a sandboxed child process,
@@ -14,6 +19,7 @@ into an object that can predict (see :mod:`driftline.registry.sandbox`).
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sqlite3
 import threading
@@ -28,6 +34,8 @@ from driftline.contract import FeatureContract
 from driftline.registry.artifacts import ArtifactStore, check_trusted, dumps, loads_verified
 from driftline.registry.sandbox import LoadProbe, shared_load_probe
 from driftline.registry.trusted_types import validated_extra_types
+
+log = logging.getLogger(__name__)
 
 ALIASES = ("champion", "challenger", "shadow", "canary")
 
@@ -50,6 +58,10 @@ CREATE TABLE IF NOT EXISTS aliases (
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
     model TEXT NOT NULL, version INTEGER, alias TEXT, previous_version INTEGER, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, audit_id INTEGER NOT NULL, event TEXT NOT NULL,
+    created_at INTEGER NOT NULL, published_at INTEGER);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (published_at, id);
 """
 
 
@@ -188,7 +200,8 @@ class Registry:
                  json.dumps(version.lineage), json.dumps(version.profile)),
             )
             event = self._audit(actor, "registered", model, version.version, None, None, reason or "registered")
-        self._announce(event, sha)
+            model_event = self._enqueue(event, sha)
+        self._announce(model_event)
         return version
 
     def set_alias(self, model: str, alias: str, version: int, *, actor: str, reason: str,
@@ -214,7 +227,8 @@ class Registry:
             previous = self._alias_version(model, alias)
             self._db.execute("INSERT OR REPLACE INTO aliases VALUES (?,?,?,?)", (model, alias, version, _now_ms()))
             event = self._audit(actor, "alias_moved", model, version, alias, previous, reason)
-        self._announce(event, meta.sha256)
+            model_event = self._enqueue(event, meta.sha256)
+        self._announce(model_event)
         return event
 
     def rollback(self, model: str, *, actor: str, reason: str, alias: str = "champion") -> dict[str, Any]:
@@ -233,7 +247,8 @@ class Registry:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.execute("INSERT OR REPLACE INTO aliases VALUES (?,?,?,?)", (model, alias, previous, _now_ms()))
                 event = self._audit(actor, "rolled_back", model, previous, alias, current, reason)
-        self._announce(event, meta.sha256)
+                model_event = self._enqueue(event, meta.sha256)
+        self._announce(model_event)
         return event
 
     def record(self, model: str, version: int, action: str, *, actor: str, reason: str) -> dict[str, Any]:
@@ -243,8 +258,10 @@ class Registry:
         """
         meta = self.get(model, version)  # versions are never deleted, so it still exists below
         with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
             event = self._audit(actor, action, model, version, None, None, reason)
-        self._announce(event, meta.sha256)
+            model_event = self._enqueue(event, meta.sha256)
+        self._announce(model_event)
         return event
 
     # -- reads ----------------------------------------------------------------------------
@@ -286,6 +303,25 @@ class Registry:
         keys = ("id", "at", "actor", "action", "model", "version", "alias", "previous_version", "reason")
         return [dict(zip(keys, r)) for r in rows]
 
+    # -- outbox ---------------------------------------------------------------------------
+
+    def pending_events(self, limit: int = 100) -> list[tuple[int, dict[str, Any]]]:
+        """``(outbox id, ModelEvent)`` not yet published, oldest first (the order they were committed)."""
+        with self._lock:  # never read inside another thread's open transaction on this connection
+            rows = self._db.execute("SELECT id, event FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT ?",
+                                    (limit,)).fetchall()
+        return [(row_id, json.loads(event)) for row_id, event in rows]
+
+    def mark_published(self, ids: Iterable[int]) -> None:
+        """Record that the bus acknowledged the events of these outbox rows."""
+        ids = list(ids)
+        if not ids:
+            return
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("UPDATE outbox SET published_at=? WHERE id=? AND published_at IS NULL",
+                                 [(_now_ms(), i) for i in ids])
+
     def close(self) -> None:
         self._db.close()
 
@@ -304,14 +340,26 @@ class Registry:
         return {"id": cursor.lastrowid, "at": at, "actor": actor, "action": action, "model": model,
                 "version": version, "alias": alias, "previous_version": previous, "reason": reason}
 
-    def _announce(self, event: dict[str, Any], sha256: str) -> None:
+    def _enqueue(self, event: dict[str, Any], sha256: str) -> dict[str, Any]:
+        """Write the ModelEvent of audit ``event`` to the outbox, inside the caller's transaction."""
         model_event = {
             "model": event["model"], "version": event["version"], "action": event["action"],
             "alias": event["alias"], "previous_version": event["previous_version"], "sha256": sha256,
             "actor": event["actor"], "reason": event["reason"], "occurred_at": event["at"],
         }
+        self._db.execute("INSERT INTO outbox (audit_id, event, created_at) VALUES (?,?,?)",
+                         (event["id"], json.dumps(model_event), event["at"]))
+        return model_event
+
+    def _announce(self, model_event: dict[str, Any]) -> None:
+        # The change is committed and its event is in the outbox: a listener that fails
+        # (telemetry, a cache) must not turn a durable change into an error for the caller.
         for listener in self.listeners:
-            listener(model_event)
+            try:
+                listener(model_event)
+            except Exception:  # noqa: BLE001
+                log.exception("registry: a listener failed on %s %s v%s; the change stands and its event is in "
+                              "the outbox", model_event["action"], model_event["model"], model_event["version"])
 
 
 def _version_from_row(row: tuple) -> ModelVersion:
