@@ -64,3 +64,7 @@ class TrainingJob:
         """Block up to ``timeout_s`` (never past the job's own deadline) for the result; True if it came."""
         remaining = self.timeout_s - (time.monotonic() - self.started_at)
         return self._finished.wait(max(0.0, min(timeout_s, remaining)))
+
+    def join(self, timeout_s: float) -> bool:
+        """Block up to ``timeout_s`` for the run's end, past the deadline too (an abandoned run); True if it ended."""
+        return self._finished.wait(timeout_s)
