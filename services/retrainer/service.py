@@ -166,7 +166,8 @@ class RetrainerService:
             self._fail(request, _describe(exc))
             return
         self._job_input = prepared
-        self.job = TrainingJob.start(request["request_id"], lambda: self.retrainer.evaluate(prepared.data, prepared.champion),
+        self.job = TrainingJob.start(request["request_id"],
+                                     lambda: self.retrainer.evaluate(prepared.data, prepared.champion),
                                      timeout_s=self.timeout_s)
         log.info("retrainer: training a challenger for request %s (%s) on %d rows", request["request_id"], model,
                  len(prepared.data.labels))

@@ -330,3 +330,28 @@ def test_the_timeout_is_a_setting(monkeypatch, tmp_path):
     monkeypatch.setenv("DRIFTLINE_RETRAIN_TIMEOUT_S", "0")
     with pytest.raises(Exception, match="retrain_timeout_s"):
         Settings()
+
+
+def test_a_version_registered_before_decisions_were_recorded_is_decided_from_its_metrics(champion):
+    """A challenger from an older retrainer (no ``lineage.decision``): the gate is recomputed from its metrics."""
+    estimator = champion.load(MODEL, "champion").estimator
+    champion.register(MODEL, estimator, PUMP, actor="retrainer", recipe=DEFAULT_RECIPE,
+                      profile=champion.get(MODEL, 1).profile,
+                      metrics={"holdout_accuracy": 0.91, "holdout_rows": 300,
+                               "champion_holdout_accuracy": 0.62, "champion_holdout_rows": 300},
+                      lineage={"parent_version": 1, "retrain_request": {"request_id": "old"}})
+    logic = CountingRetrainer()
+    service = RetrainerService(logic, RowsStore(pump_rows(1000, seed=13)), champion)
+    service.handle([request("old")], 0)
+    (outcome,) = service.outcomes
+    assert logic.trainings == 0 and outcome["outcome"] == "promoted" and outcome["version"] == 2
+    assert "challenger accuracy 0.9100 vs champion v1 0.6200" in outcome["reason"]
+    assert champion.aliases(MODEL) == {"champion": 2, "challenger": 2}
+
+
+def test_a_request_for_a_model_without_champion_is_failed_not_raised(registry):
+    service = RetrainerService(CountingRetrainer(), RowsStore(pump_rows(1000, seed=14)), registry)
+    service.handle([request("orphan")], 0)  # before: RegistryError out of handle(), on every batch
+    (outcome,) = service.outcomes
+    assert outcome["outcome"] == "failed" and "has no 'champion' alias" in outcome["reason"], outcome
+    assert service.pending == [] and not service.busy
