@@ -2,7 +2,8 @@
 
 A model of our own, not the demo's credit data: a pump's health (``ok`` /
 ``fault``) from its bearing temperature, vibration and site, registered with
-``driftline model register``.
+``driftline model register``; events and labels are posted to ``driftline up``
+over HTTP as a client would.
 
 - Labels of one class after a shift: under ``driftline up``, the drift-detector
   asks for a retrain; the request's outcome is ``failed`` with the reason in the
@@ -77,17 +78,22 @@ def register_champion(env: dict, tmp_path: Path) -> None:
     assert "champion" in registered.stdout
 
 
-def send_phase(env: dict, tmp_path: Path, index: int, frame: pd.DataFrame) -> None:
-    """Events of phase ``index`` then their labels, through ``driftline send``."""
+def send_phase(url: str, index: int, frame: pd.DataFrame) -> None:
+    """Events of phase ``index`` then their labels, as a client posts them (POST /v1/events, /v1/labels)."""
     first = index * PHASE
-    frame = frame.assign(event_id=[f"pump-{first + i:06d}" for i in range(len(frame))],
-                         event_time=EPOCH_MS + (first + np.arange(len(frame))) * SPACING_MS)
-    events, labels = tmp_path / f"events-{index}.csv", tmp_path / f"labels-{index}.csv"
-    frame.drop(columns=["status"]).to_csv(events, index=False)
-    frame[["event_id", "status"]].to_csv(labels, index=False)
-    sent = driftline(env, "send", "events", str(events), "--model", MODEL, "--quiet")
-    assert f"accepted {len(frame):,} " in sent.stdout + sent.stderr
-    driftline(env, "send", "labels", str(labels), "--model", MODEL, "--label-column", "status", "--quiet")
+    ids = [f"pump-{first + i:06d}" for i in range(len(frame))]
+    times = (EPOCH_MS + (first + np.arange(len(frame))) * SPACING_MS).tolist()
+    rows = frame.to_dict("records")
+    events = [{"model": MODEL, "event_id": i, "entity_id": i, "event_time": t,
+               "numeric_features": {"bearing_temp": r["bearing_temp"], "vibration_mm_s": r["vibration_mm_s"]},
+               "categorical_features": {"site": r["site"]}} for i, t, r in zip(ids, times, rows)]
+    labels = [{"model": MODEL, "event_id": i, "label": r["status"], "label_time": t + 60_000}
+              for i, t, r in zip(ids, times, rows)]
+    for path, records in (("/v1/events", events), ("/v1/labels", labels)):
+        for batch in range(0, len(records), 1000):
+            response = httpx.post(url + path, json=records[batch:batch + 1000], timeout=60)
+            assert response.status_code == 200 and response.json()["accepted"] == len(records[batch:batch + 1000]), \
+                response.text[:2000]
 
 
 def audit(up: Up) -> list[dict]:
@@ -108,18 +114,20 @@ def test_labels_of_one_class_fail_the_request_and_a_later_request_is_served(tmp_
     up = Up(env, free_port(), tmp_path / "up.log")
     env["DRIFTLINE_URL"] = up.url
     try:
-        send_phase(env, tmp_path, 0, pump_table(PHASE, seed=2))
+        send_phase(up.url, 0, pump_table(PHASE, seed=2))
         # The sensor reads hot, and every label says "ok": the drift asks for a retrain on one class.
-        send_phase(env, tmp_path, 1, pump_table(PHASE, seed=3, hot=True, only="ok"))
+        send_phase(up.url, 1, pump_table(PHASE, seed=3, hot=True, only="ok"))
         failed = wait_for(lambda: by_retrainer(audit(up), "retrain_failed"), 300, "a failed retrain request", every_s=1)
         assert up.process.poll() is None  # before the fix: the retrainer stopped here, and again on every restart
         reason = failed[0]["reason"]
         assert "failed: the" in reason and "training rows hold one class only (ok)" in reason, reason
         assert failed[0]["version"] == 1  # recorded on the champion
+        card = driftline(env, "model", "card", MODEL, "1").stdout  # the champion's history, as a user reads it
+        assert "retrain_failed" in card and "hold one class only (ok)" in card
 
         # Normal readings end the incident; hot ones with labels of both classes start another.
-        send_phase(env, tmp_path, 2, pump_table(PHASE, seed=4))
-        send_phase(env, tmp_path, 3, pump_table(PHASE, seed=5, hot=True))
+        send_phase(up.url, 2, pump_table(PHASE, seed=4))
+        send_phase(up.url, 3, pump_table(PHASE, seed=5, hot=True))
         served = wait_for(lambda: by_retrainer(audit(up), "rejected") or [
             r for r in by_retrainer(audit(up), "alias_moved") if r["alias"] == "champion"], 300,
             "a later request promoted or rejected", every_s=1)
@@ -190,14 +198,14 @@ def test_a_training_past_the_timeout_is_failed_and_up_goes_on(tmp_path):
     up = Up(env, free_port(), tmp_path / "up.log")
     env["DRIFTLINE_URL"] = up.url
     try:
-        send_phase(env, tmp_path, 0, pump_table(PHASE, seed=2))
-        send_phase(env, tmp_path, 1, pump_table(PHASE, seed=3, hot=True))
+        send_phase(up.url, 0, pump_table(PHASE, seed=2))
+        send_phase(up.url, 1, pump_table(PHASE, seed=3, hot=True))
         failed = wait_for(lambda: by_retrainer(audit(up), "retrain_failed"), 300, "a timed-out retrain", every_s=1)
         assert "failed: timed out after 2 s (retrain_timeout_s)" in failed[0]["reason"], failed[0]
         assert up.process.poll() is None and httpx.get(up.url + "/healthz", timeout=10).status_code == 200
         # The service goes on: the next incident's request is served too (and times out the same way).
-        send_phase(env, tmp_path, 2, pump_table(PHASE, seed=4))
-        send_phase(env, tmp_path, 3, pump_table(PHASE, seed=5, hot=True))
+        send_phase(up.url, 2, pump_table(PHASE, seed=4))
+        send_phase(up.url, 3, pump_table(PHASE, seed=5, hot=True))
         every_event = "SELECT count() FROM predictions FINAL WHERE model = 'pump' AND role = 'champion'"
         wait_for(lambda: json.loads(driftline(env, "sql", every_event, "--format", "json").stdout)[0]["count()"]
                  == 4 * PHASE, 300, "every event scored", every_s=1)
