@@ -84,7 +84,6 @@ def _targets(task: str, rows: list[tuple]) -> np.ndarray:
     return np.array([r[2] for r in rows], dtype=object)
 
 
-
 @dataclass(frozen=True)
 class Prepared:
     """What a training needs, fetched in the poll loop (store and registry are not touched by the worker)."""
@@ -124,8 +123,14 @@ class RetrainerService:
         if self.job is not None:
             self._collect()
         for request in list(self.pending):
-            if self.job is None or self.job.request_id != request["request_id"]:
+            if self.job is not None and self.job.request_id == request["request_id"]:
+                continue
+            try:
                 self._try(request, now_ms)
+            except Exception as exc:  # noqa: BLE001 - a dependency away propagates; anything else fails the request
+                if is_transient(exc):
+                    raise
+                self._fail(request, _describe(exc))
         return Output()
 
     @property
@@ -158,13 +163,7 @@ class RetrainerService:
         if existing is not None:  # registered before a crash (or by another instance): finish, never retrain
             self._decide(request, existing, replayed=True)
             return
-        try:
-            prepared = self._prepare(request)
-        except Exception as exc:  # noqa: BLE001 - a dependency away propagates; anything else fails the request
-            if is_transient(exc):
-                raise
-            self._fail(request, _describe(exc))
-            return
+        prepared = self._prepare(request)
         self._job_input = prepared
         self.job = TrainingJob.start(request["request_id"],
                                      lambda: self.retrainer.evaluate(prepared.data, prepared.champion),
