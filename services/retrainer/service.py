@@ -163,6 +163,11 @@ class RetrainerService:
         if existing is not None:  # registered before a crash (or by another instance): finish, never retrain
             self._decide(request, existing, replayed=True)
             return
+        failed = self._recorded_failure(model, request["request_id"])
+        if failed is not None:  # failed before a crash: the same outcome, without a second training or audit row
+            self._finish(request, {"request_id": request["request_id"], "outcome": "failed", "reason": failed["reason"],
+                                   "replayed": True})
+            return
         prepared = self._prepare(request)
         self._job_input = prepared
         self.job = TrainingJob.start(request["request_id"],
@@ -312,6 +317,12 @@ class RetrainerService:
         matches = [v for v in self.registry.versions(model)
                    if (v.lineage.get("retrain_request") or {}).get("request_id") == request_id]
         return min(matches, key=lambda v: v.version) if matches else None
+
+    def _recorded_failure(self, model: str, request_id: str) -> dict[str, Any] | None:
+        """The ``retrain_failed`` audit row of ``request_id``, if an earlier run recorded one."""
+        prefix = f"request {request_id} failed: "
+        return next((row for row in self.registry.audit_log(model) if row.get("action") == "retrain_failed"
+                     and row.get("actor") == "retrainer" and str(row.get("reason", "")).startswith(prefix)), None)
 
     # -- state -----------------------------------------------------------------------------
 

@@ -355,3 +355,20 @@ def test_a_request_for_a_model_without_champion_is_failed_not_raised(registry):
     (outcome,) = service.outcomes
     assert outcome["outcome"] == "failed" and "has no 'champion' alias" in outcome["reason"], outcome
     assert service.pending == [] and not service.busy
+
+
+def test_a_replayed_request_that_failed_is_not_trained_or_recorded_again(champion):
+    """A crash after the retrain_failed row, before the commit: the replay keeps the one outcome."""
+    store = RowsStore(pump_rows(1000, seed=15, only="fault"))
+    first = RetrainerService(CountingRetrainer(), store, champion)
+    first.handle([request("r1")], 0)
+    settle(first)
+    assert [o["outcome"] for o in first.outcomes] == ["failed"] and len(failed_rows(champion)) == 1
+
+    logic = CountingRetrainer()
+    replayed = RetrainerService(logic, store, champion)  # restarted without the state that said r1 was done
+    replayed.handle([request("r1")], 0)
+    (outcome,) = replayed.outcomes
+    assert logic.trainings == 0 and not replayed.busy
+    assert outcome == {**first.outcomes[0], "replayed": True}
+    assert len(failed_rows(champion)) == 1
