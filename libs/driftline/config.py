@@ -57,6 +57,11 @@ class Settings(BaseSettings):
                           "unset means accuracy for classification and mae for regression. "
                           "retrain_margin is in this metric's units.")
 
+    # retrainer failures (issue 10): training runs in a worker thread, bounded in time
+    retrain_timeout_s: float = Field(
+        600.0, gt=0, description="seconds a challenger's training may take; past it the request's outcome is "
+                                 "failed (timed out) and the retrainer goes on with the next request")
+
     # ingest: who may post, and the bounds of what it accepts
     # Every record over a bound is rejected on its own and kept in dead_letters; see SECURITY.md.
     ingest_token: SecretStr | None = Field(

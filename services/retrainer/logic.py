@@ -81,6 +81,26 @@ class Retrainer:
     def enough(self, rows: int) -> bool:
         return rows >= self.min_rows
 
+    def gate(self, mine: dict[str, Any], theirs: dict[str, Any], task: str, champion_version: int) -> tuple[bool, str]:
+        """Whether the challenger (``mine``) beats the champion (``theirs``) on the same holdout, and why.
+
+        Raises ValueError when the gate metric is not among the metrics (a task or holdout without it).
+        """
+        metric = self.metric_for(task)
+        if metric not in mine or metric not in theirs:
+            raise ValueError(f"gate metric {metric!r} is not available for a {task} model on this "
+                             f"holdout; it has {sorted(k for k in mine if k != 'rows')}")
+        # gain > 0 always means "the challenger is better", whichever way the metric points
+        gain = mine[metric] - theirs[metric] if HIGHER_IS_BETTER[metric] else theirs[metric] - mine[metric]
+        promote = gain >= self.margin
+        direction = "higher" if HIGHER_IS_BETTER[metric] else "lower"
+        reason = (
+            f"challenger {metric} {mine[metric]:.4f} vs champion v{champion_version} "
+            f"{theirs[metric]:.4f} on the same {mine.get('rows', '?')} most recent rows ({direction} is better): "
+            f"gain {gain:+.4f}, {'meets' if promote else 'below'} the margin {self.margin:.4f}"
+        )
+        return promote, reason
+
     def evaluate(self, data: LabelledData, champion: LoadedModel) -> Verdict:
         if not self.enough(len(data.labels)):
             raise ValueError(f"{len(data.labels)} labelled rows; the retrainer needs {self.min_rows}")
@@ -91,23 +111,16 @@ class Retrainer:
         fit_labels, holdout_labels = data.labels[fit_rows], data.labels[holdout_rows]
 
         contract = champion.meta.contract
+        if contract.task != "regression":
+            classes = sorted({str(label) for label in fit_labels})
+            if len(classes) < 2:  # say it in our words, not the solver's
+                raise ValueError(f"the {len(fit_rows)} training rows hold one class only ({', '.join(classes) or 'none'}); "
+                                 f"a classifier needs labels of at least 2 classes")
         challenger = train(champion.meta.recipe, contract, fit_frame.reset_index(drop=True), fit_labels,
                            template=champion.estimator)
         mine = evaluation_metrics(challenger.estimator, contract, holdout, holdout_labels)
         theirs = evaluation_metrics(champion.estimator, contract, holdout, holdout_labels)
-        metric = self.metric_for(contract.task)
-        if metric not in mine or metric not in theirs:
-            raise ValueError(f"gate metric {metric!r} is not available for a {contract.task} model on this "
-                             f"holdout; it has {sorted(k for k in mine if k != 'rows')}")
-        # gain > 0 always means "the challenger is better", whichever way the metric points
-        gain = mine[metric] - theirs[metric] if HIGHER_IS_BETTER[metric] else theirs[metric] - mine[metric]
-        promote = gain >= self.margin
-        direction = "higher" if HIGHER_IS_BETTER[metric] else "lower"
-        reason = (
-            f"challenger {metric} {mine[metric]:.4f} vs champion v{champion.meta.version} "
-            f"{theirs[metric]:.4f} on the same {len(holdout_rows)} most recent rows ({direction} is better): "
-            f"gain {gain:+.4f}, {'meets' if promote else 'below'} the margin {self.margin:.4f}"
-        )
+        promote, reason = self.gate(mine, theirs, contract.task, champion.meta.version)
         metrics = {**{f"holdout_{k}": v for k, v in mine.items()},
                    **{f"champion_holdout_{k}": v for k, v in theirs.items()}}
         return Verdict(challenger, promote, reason, metrics, len(fit_rows), len(holdout_rows),

@@ -6,28 +6,57 @@ triggered it; after ``wait_ms`` without enough rows it is given up, with an
 audit row saying why.
 
 Training labels follow the champion's task: the true class for classification,
-the true value (``labels.value``) for regression. A request that cannot be
-served (say a gate metric the task does not have) is recorded as failed with
-its reason instead of stopping the service.
+the true value (``labels.value``) for regression.
+
+Failure is a designed path (issue 10):
+
+- **Outside the poll loop.** :meth:`RetrainerService.handle` fetches the data
+  and the champion, starts the training in a worker thread
+  (:class:`~driftline.services.retrainer.worker.TrainingJob`) and returns; a
+  later ``handle()`` picks the result up and registers it. One training runs
+  at a time; a request in training is still ``pending`` in the snapshot, so a
+  restart retries it.
+- **Bounded.** A training that raises (one class, too few rows, a fit error, a
+  gate metric the task lacks) or outlives ``timeout_s`` is the request's
+  outcome ``failed``, with its reason in a ``retrain_failed`` audit row on the
+  champion; the next request is served.
+- **Idempotent on the request id.** A version whose lineage names the request
+  (``retrain_request.request_id``) is the request's challenger: a replayed
+  request (a crash after registering, before the commit) completes that
+  version's decision, recorded in its lineage, and never trains or registers
+  again; alias moves and the rejection row are skipped when the audit log
+  already holds them.
+- **Transient is not failed.** The store or the registry unreachable
+  (:func:`driftline.failure.is_transient`) propagates to the runner, which
+  retries with backoff; the request stays pending.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 import driftline
+from driftline.failure import is_transient
 from driftline.models import refits_by_clone, to_frame
+from driftline.registry import LoadedModel
 from driftline.runner import Incoming, Output
 from driftline.store import Store
 from driftline.timeutil import to_datetime, to_ms
 from driftline.topics import RETRAIN
-from driftline.services.retrainer.logic import LabelledData, Retrainer
+from driftline.services.retrainer.logic import LabelledData, Retrainer, Verdict
+from driftline.services.retrainer.worker import TrainingJob
 
 log = logging.getLogger(__name__)
+
+#: Ids of handled requests remembered (a replay older than these is caught by the registry lookup instead).
+DONE_KEPT = 1000
+#: Outcomes kept in memory for inspection, newest last.
+OUTCOMES_KEPT = 1000
 
 COUNT_SQL = """
 SELECT count() FROM labels FINAL
@@ -55,20 +84,34 @@ def _targets(task: str, rows: list[tuple]) -> np.ndarray:
     return np.array([r[2] for r in rows], dtype=object)
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What a training needs, fetched in the poll loop (store and registry are not touched by the worker)."""
+
+    request: dict[str, Any]
+    champion: LoadedModel
+    data: LabelledData
+
+
 class RetrainerService:
     name = "retrainer"
     topics = [RETRAIN]
 
     def __init__(self, retrainer: Retrainer, store: Store, registry: Any, *, max_rows: int = 50_000,
-                 wait_ms: int = 3_600_000):
+                 wait_ms: int = 3_600_000, timeout_s: float = 600.0):
         self.retrainer = retrainer
         self.store = store
         self.registry = registry
         self.max_rows = max_rows
         self.wait_ms = wait_ms
-        self.pending: list[dict[str, Any]] = []  # requests waiting for labels, with "received_at"
+        self.timeout_s = timeout_s
+        self.pending: list[dict[str, Any]] = []  # requests not yet done with (incl. the one in training)
         self.done: list[str] = []  # ids of requests already handled: a replayed request is ignored
         self.outcomes: list[dict[str, Any]] = []  # what happened to each request, newest last
+        self.job: TrainingJob | None = None  # the training under way, or finished and not yet registered
+        self._job_input: Prepared | None = None
+
+    # -- the poll loop ---------------------------------------------------------------------
 
     def handle(self, batch: list[Incoming], now_ms: int) -> Output:
         for item in batch:
@@ -77,41 +120,93 @@ class RetrainerService:
                        "requested_at": to_ms(item.record["requested_at"]), "received_at": now_ms}
             if request["request_id"] not in {p["request_id"] for p in self.pending} | set(self.done):
                 self.pending.append(request)
-        waiting = []
-        for request in self.pending:
-            if self._try(request, now_ms):
-                self.done = (self.done + [request["request_id"]])[-1000:]
-            else:
-                waiting.append(request)
-        self.pending = waiting
+        if self.job is not None:
+            self._collect()
+        for request in list(self.pending):
+            if self.job is not None and self.job.request_id == request["request_id"]:
+                continue
+            try:
+                self._try(request, now_ms)
+            except Exception as exc:  # noqa: BLE001 - a dependency away propagates; anything else fails the request
+                if is_transient(exc):
+                    raise
+                self._fail(request, _describe(exc))
         return Output()
 
-    def _try(self, request: dict[str, Any], now_ms: int) -> bool:
-        """Handle ``request`` if its data is there; True when it is done with."""
+    @property
+    def busy(self) -> bool:
+        """True while a training runs or waits to be registered."""
+        return self.job is not None
+
+    def wait_for_training(self, timeout_s: float) -> bool:
+        """Block up to ``timeout_s`` for the training under way; True when there is a result to collect.
+
+        For callers that drive the loop themselves and want a deterministic run
+        (embedded mode's ``pump``, tests); the poll loop itself never waits.
+        """
+        job = self.job
+        if job is None:
+            return False
+        return job.wait(timeout_s) or job.expired()
+
+    def _try(self, request: dict[str, Any], now_ms: int) -> None:
+        """Serve ``request`` if its data is there: give it up, complete it from the registry, or start training."""
         model, start = request["model"], to_datetime(request["window_start"])
         rows = int(self.store.scalar(COUNT_SQL, {"model": model, "start": start}))
         if not self.retrainer.enough(rows):
-            if now_ms - request["received_at"] < self.wait_ms:
-                return False
-            champion = self.registry.resolve(model, "champion")
-            reason = (f"request {request['request_id']} given up: {rows} labelled rows since the drift, "
-                      f"{self.retrainer.min_rows} needed")
-            if champion is not None:
-                self.registry.record(model, champion.version, "retrain_skipped", actor="retrainer", reason=reason)
-            self.outcomes.append({"request_id": request["request_id"], "outcome": "skipped", "reason": reason})
-            return True
-        try:
-            self._retrain(request)
-        except ValueError as exc:  # bad recipe or gate for this model: say so, keep serving the others
-            reason = f"request {request['request_id']} failed: {exc}"
-            champion = self.registry.resolve(model, "champion")
-            if champion is not None:
-                self.registry.record(model, champion.version, "retrain_failed", actor="retrainer", reason=reason)
-            self.outcomes.append({"request_id": request["request_id"], "outcome": "failed", "reason": reason})
-            log.error("retrainer: %s", reason)
-        return True
+            if now_ms - request["received_at"] >= self.wait_ms:
+                self._give_up(request, rows)
+            return
+        if self.job is not None:
+            return  # one training at a time: this one waits its turn
+        existing = self._existing_version(model, request["request_id"])
+        if existing is not None:  # registered before a crash (or by another instance): finish, never retrain
+            self._decide(request, existing, replayed=True)
+            return
+        failed = self._recorded_failure(model, request["request_id"])
+        if failed is not None:  # failed before a crash: the same outcome, without a second training or audit row
+            self._finish(request, {"request_id": request["request_id"], "outcome": "failed", "reason": failed["reason"],
+                                   "replayed": True})
+            return
+        prepared = self._prepare(request)
+        self._job_input = prepared
+        self.job = TrainingJob.start(request["request_id"],
+                                     lambda: self.retrainer.evaluate(prepared.data, prepared.champion),
+                                     timeout_s=self.timeout_s)
+        log.info("retrainer: training a challenger for request %s (%s) on %d rows", request["request_id"], model,
+                 len(prepared.data.labels))
 
-    def _retrain(self, request: dict[str, Any]) -> None:
+    def _collect(self) -> None:
+        """Pick up the training's result: register and decide, or record why it failed."""
+        job, prepared = self.job, self._job_input
+        request = next((p for p in self.pending if p["request_id"] == job.request_id), None)
+        if request is None:  # nothing waits for it any more
+            self.job = self._job_input = None
+            return
+        if job.expired():
+            # The thread cannot be killed; it runs on in the background and its result is dropped.
+            self._fail(request, f"timed out after {self.timeout_s:g} s (retrain_timeout_s)")
+        elif not job.finished:
+            return
+        elif job.error is not None:
+            if is_transient(job.error):
+                log.warning("retrainer: request %s: training hit a dependency that is away (%s); retrying later",
+                            job.request_id, job.error)
+            else:
+                self._fail(request, _describe(job.error))
+        else:
+            try:
+                self._register(prepared, job.value)
+            except Exception as exc:  # noqa: BLE001 - the job stays, so a transient failure retries registering
+                if is_transient(exc):
+                    raise
+                self._fail(request, _describe(exc))
+        # Only once its outcome is recorded: a registry away above leaves the job to collect again.
+        self.job = self._job_input = None
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def _prepare(self, request: dict[str, Any]) -> Prepared:
         model = request["model"]
         champion = self.registry.load(model, "champion")
         parameters = {"model": model, "start": to_datetime(request["window_start"]), "limit": self.max_rows}
@@ -122,17 +217,27 @@ class RetrainerService:
             event_time_ms=np.array([r[3] for r in rows], dtype=np.int64),
             sql=TRAINING_SQL.strip(),
         )
-        verdict = self.retrainer.evaluate(data, champion)
+        return Prepared(request, champion, data)
+
+    def _register(self, prepared: Prepared, verdict: Verdict) -> None:
+        request, champion, data = prepared.request, prepared.champion, prepared.data
+        model = request["model"]
+        existing = self._existing_version(model, request["request_id"])
+        if existing is not None:  # the first version registered for this request wins
+            self._decide(request, existing, replayed=True)
+            return
         lineage = {
             "training_sql": data.sql,
             "sql_parameters": {"model": model, "window_start_ms": request["window_start"], "limit": self.max_rows},
-            "rows": len(rows),
+            "rows": len(data.labels),
             "train_rows": verdict.train_rows,
             "holdout_rows": verdict.holdout_rows,
             "holdout_from_ms": verdict.holdout_from_ms,
             "data_sha256": verdict.challenger.data_sha256,
             "parent_version": champion.meta.version,
             "retrain_request": {k: request[k] for k in ("request_id", "reason", "signals", "window_start", "window_end")},
+            # so that a replay completes the same decision without training again
+            "decision": {"promote": verdict.promote, "reason": verdict.reason},
             "code_version": f"driftline {driftline.__version__}",
         }
         if refits_by_clone(champion.meta.recipe):
@@ -143,15 +248,83 @@ class RetrainerService:
             recipe=champion.meta.recipe, params=champion.meta.recipe.get("params", {}), metrics=verdict.metrics,
             lineage=lineage, profile=verdict.challenger.profile,
         )
-        self.registry.set_alias(model, "challenger", version.version, actor="retrainer", reason=verdict.reason)
-        if verdict.promote:
-            self.registry.set_alias(model, "champion", version.version, actor="retrainer", reason=verdict.reason)
-        else:
-            self.registry.record(model, version.version, "rejected", actor="retrainer", reason=verdict.reason)
-        outcome = {"request_id": request["request_id"], "outcome": "promoted" if verdict.promote else "rejected",
-                   "version": version.version, "reason": verdict.reason, "metrics": verdict.metrics}
-        self.outcomes.append(outcome)
-        log.warning("retrainer: %s v%d %s: %s", model, version.version, outcome["outcome"], verdict.reason)
+        self._decide(request, version, replayed=False)
+
+    def _decide(self, request: dict[str, Any], version: Any, *, replayed: bool) -> None:
+        """Move the aliases (or record the rejection) for ``version``; a step already in the audit log is skipped."""
+        model = request["model"]
+        promote, reason = self._decision_of(version)
+        audit = [row for row in self.registry.audit_log(model)
+                 if row.get("version") == version.version and row.get("actor") == "retrainer"]
+
+        def recorded(action: str, alias: str | None) -> bool:
+            return any(row.get("action") == action and row.get("alias") == alias for row in audit)
+
+        if not recorded("alias_moved", "challenger"):
+            self.registry.set_alias(model, "challenger", version.version, actor="retrainer", reason=reason)
+        if promote:
+            if not recorded("alias_moved", "champion"):
+                self.registry.set_alias(model, "champion", version.version, actor="retrainer", reason=reason)
+        elif not recorded("rejected", None):
+            self.registry.record(model, version.version, "rejected", actor="retrainer", reason=reason)
+        outcome = {"request_id": request["request_id"], "outcome": "promoted" if promote else "rejected",
+                   "version": version.version, "reason": reason, "metrics": version.metrics}
+        if replayed:
+            outcome["replayed"] = True
+        self._finish(request, outcome)
+        log.warning("retrainer: %s v%d %s%s: %s", model, version.version, outcome["outcome"],
+                    " (replayed request, not retrained)" if replayed else "", reason)
+
+    def _decision_of(self, version: Any) -> tuple[bool, str]:
+        """The gate's decision recorded with ``version``; recomputed from its metrics for older versions."""
+        decision = version.lineage.get("decision")
+        if decision:
+            return bool(decision["promote"]), str(decision["reason"])
+        mine = {k[len("holdout_"):]: v for k, v in version.metrics.items() if k.startswith("holdout_")}
+        theirs = {k[len("champion_holdout_"):]: v for k, v in version.metrics.items() if k.startswith("champion_holdout_")}
+        try:
+            return self.retrainer.gate(mine, theirs, version.contract.task, version.lineage.get("parent_version", 0))
+        except ValueError as exc:
+            return False, f"no decision recorded with v{version.version} and none can be made: {exc}"
+
+    def _give_up(self, request: dict[str, Any], rows: int) -> None:
+        model = request["model"]
+        reason = (f"request {request['request_id']} given up: {rows} labelled rows since the drift, "
+                  f"{self.retrainer.min_rows} needed")
+        champion = self.registry.resolve(model, "champion")
+        if champion is not None:
+            self.registry.record(model, champion.version, "retrain_skipped", actor="retrainer", reason=reason)
+        self._finish(request, {"request_id": request["request_id"], "outcome": "skipped", "reason": reason})
+
+    def _fail(self, request: dict[str, Any], why: str) -> None:
+        """Record a training that cannot succeed as the request's outcome, on the champion's audit log."""
+        model = request["model"]
+        reason = f"request {request['request_id']} failed: {why}"
+        champion = self.registry.resolve(model, "champion")
+        if champion is not None:
+            self.registry.record(model, champion.version, "retrain_failed", actor="retrainer", reason=reason)
+        self._finish(request, {"request_id": request["request_id"], "outcome": "failed", "reason": reason})
+        log.error("retrainer: %s", reason)
+
+    def _finish(self, request: dict[str, Any], outcome: dict[str, Any]) -> None:
+        self.pending = [p for p in self.pending if p["request_id"] != request["request_id"]]
+        self.done = (self.done + [request["request_id"]])[-DONE_KEPT:]
+        self.outcomes = (self.outcomes + [outcome])[-OUTCOMES_KEPT:]
+
+    def _existing_version(self, model: str, request_id: str) -> Any:
+        """The first version registered for ``request_id`` (by its lineage), or None."""
+        # One listing per request about to train; a registry lookup by lineage would spare the full listing.
+        matches = [v for v in self.registry.versions(model)
+                   if (v.lineage.get("retrain_request") or {}).get("request_id") == request_id]
+        return min(matches, key=lambda v: v.version) if matches else None
+
+    def _recorded_failure(self, model: str, request_id: str) -> dict[str, Any] | None:
+        """The ``retrain_failed`` audit row of ``request_id``, if an earlier run recorded one."""
+        prefix = f"request {request_id} failed: "
+        return next((row for row in self.registry.audit_log(model) if row.get("action") == "retrain_failed"
+                     and row.get("actor") == "retrainer" and str(row.get("reason", "")).startswith(prefix)), None)
+
+    # -- state -----------------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
         return json.dumps({"pending": self.pending, "done": self.done}).encode()
@@ -159,3 +332,10 @@ class RetrainerService:
     def restore(self, snapshot: bytes) -> None:
         state = json.loads(snapshot)
         self.pending, self.done = state["pending"], state["done"]
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as a reason: a ValueError's own words; anything else with its type, which says more."""
+    if isinstance(exc, ValueError) and str(exc):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"

@@ -89,7 +89,9 @@ def test_a_challenger_worse_than_the_champion_is_not_promoted(settings):
         class Item:
             record = request
 
-        service.handle([Item()], now_ms=0)
+        service.handle([Item()], now_ms=0)  # starts the training in the retrainer's worker
+        assert service.wait_for_training(120)
+        service.handle([], now_ms=0)  # collects it: registered and decided
         assert service.outcomes[-1]["outcome"] == "rejected", service.outcomes
         assert app.registry.aliases(MODEL)["champion"] == 1
         assert app.registry.aliases(MODEL)["challenger"] == 2

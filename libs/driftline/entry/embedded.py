@@ -82,8 +82,15 @@ class Embedded:
             self._drain_outbox()
             moved = sum(runner.step(timeout_s=0.0) for runner in self.runners)
             total += moved
-            if not moved:
+            if not moved and not self._training_collected():
                 return total
+
+    def _training_collected(self) -> bool:
+        """Wait for a training under way in a worker (the retrainer's), so that a pump ends with its result
+        registered and runs stay deterministic; True when the next turn has a result to collect."""
+        timeout_s = self.settings.retrain_timeout_s
+        return any(runner.service.wait_for_training(timeout_s) for runner in self.runners
+                   if hasattr(runner.service, "wait_for_training"))
 
     def run(self, stop: threading.Event, idle_wait_s: float = 0.2) -> int:
         """Pump until ``stop`` is set, then checkpoint every runner's state; returns messages processed.

@@ -74,7 +74,8 @@ def retrainer(ctx: Context) -> RetrainerService:
     s = ctx.settings
     logic = Retrainer(margin=s.retrain_margin, holdout_fraction=s.retrain_holdout_fraction, min_rows=s.retrain_min_rows,
                       metric=s.retrain_metric)
-    return RetrainerService(logic, ctx.store, ctx.registry, max_rows=s.retrain_max_rows, wait_ms=s.retrain_wait_ms)
+    return RetrainerService(logic, ctx.store, ctx.registry, max_rows=s.retrain_max_rows, wait_ms=s.retrain_wait_ms,
+                            timeout_s=s.retrain_timeout_s)
 
 
 #: Services a Runner drives (the HTTP ones, ingest and registry, are served by uvicorn).
