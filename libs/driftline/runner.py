@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from driftline.bus import Bus, Message, Offsets, Producer, next_offsets
+from driftline.bus import Bus, Consumer, Message, Offsets, Producer, next_offsets
+from driftline.bus.single_owner import SingleOwnerConsumer
 from driftline.codec import Codec, UndecodableRecord
 from driftline.deadletter import dead_letter, dead_letter_row
 from driftline.store import Store
@@ -100,7 +101,7 @@ class Runner:
         self.state_every_s = state_every_s
         self._state_saved_at = time.monotonic()
         self.producer = bus.producer()
-        self.consumer = bus.consumer(f"driftline-{service.name}", service.topics)
+        self.consumer = self._data_consumer()
         # Control topics (model events) are read by a consumer of their own, before every batch,
         # so a model swap applies from the next batch however busy the data topics are. Its group
         # is per instance: every replica must see every control record.
@@ -109,8 +110,18 @@ class Runner:
                                     control_topics) if control_topics else None
         self.processed = 0
         self.metrics = RunnerMetrics(service.name)
-        if state is not None:
+        if state is not None and not isinstance(self.consumer, SingleOwnerConsumer):
             self._resume()
+
+    def _data_consumer(self) -> Consumer:
+        """The consumer of the data topics. A service whose state is one snapshot for all its
+        partitions (the drift-detector, the retrainer) runs as the single owner of its group: a
+        second instance stands by, and restores the state when it takes over (README, 'Scaling out')."""
+        group = f"driftline-{self.service.name}"
+        if self.state is not None and hasattr(self.bus, "group_members"):
+            return SingleOwnerConsumer(self.bus, group, self.service.topics, on_acquire=self._resume,
+                                       service=self.service.name)
+        return self.bus.consumer(group, self.service.topics)
 
     def _resume(self) -> None:
         saved = self.state.load(self.service.name)
