@@ -177,7 +177,8 @@ class Runner:
         return offsets
 
     def persist_state(self) -> None:
-        if self.state is not None:
+        # A standby holds no state of its own: saving it would overwrite the owner's.
+        if self.state is not None and not getattr(self.consumer, "standby", False):
             self.state.save(self.service.name, self.service.snapshot(), self.consumer.positions())
             self._state_saved_at = time.monotonic()
 

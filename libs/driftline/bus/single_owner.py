@@ -58,7 +58,8 @@ class SingleOwnerConsumer(Consumer):
         self.service = service or group
         self._inner: Consumer | None = None
         self._confirmed = False
-        self._next_check = 0.0
+        self._last_check = float("-inf")
+        self._pause = 0.0  # extra wait after leaving a group that two instances joined at once
         self._standing_by_since: float | None = None
         self._held: list[Message] = []  # read while joining, handed out once ownership is confirmed
         # Join now when the group is empty, as a plain consumer would: on the in-process bus a
@@ -89,9 +90,9 @@ class SingleOwnerConsumer(Consumer):
                         self.service)
 
     def _try_to_join(self) -> None:
-        if time.monotonic() < self._next_check:
+        if time.monotonic() - self._last_check < self.check_every_s + self._pause:
             return
-        self._next_check = time.monotonic() + self.check_every_s
+        self._last_check, self._pause = time.monotonic(), 0.0
         members = self._members()
         if members is None:
             return
@@ -111,7 +112,7 @@ class SingleOwnerConsumer(Consumer):
                         self.service, len(members), self.group)
             self._inner.close()  # nothing was handed out from it: nothing to commit, nothing lost
             self._inner = None
-            self._next_check = time.monotonic() + self.check_every_s * (1 + random.random())
+            self._last_check, self._pause = time.monotonic(), self.check_every_s * random.random()
             self._stand_by([m for m in members if m != me])
             return False
         self._confirmed = True
@@ -138,6 +139,7 @@ class SingleOwnerConsumer(Consumer):
             if not self._confirm():
                 self._held = [] if self._inner is None else self._held
                 return []
+            timeout_s = 0.0  # the wait was spent joining; hand out what is there now
         if self._held:
             held, self._held = self._held[:max_records], self._held[max_records:]
             return held
