@@ -46,6 +46,7 @@ class KafkaBus(Bus):
     def __init__(self, bootstrap: str, replication_factor: int = 1, extra: dict | None = None):
         self.config = {"bootstrap.servers": bootstrap, **(extra or {})}
         self.replication_factor = replication_factor
+        self._admin: AdminClient | None = None
 
     def create_topics(self, topics: dict[str, int], timeout_s: float = 30.0) -> None:
         """Create the missing topics; topics that exist are left as they are (a user's own may
@@ -77,8 +78,9 @@ class KafkaBus(Bus):
         """The member ids of ``group`` as the broker's coordinator sees them (empty: nobody in it).
 
         A member that died without leaving stays listed until its session times out."""
-        admin = AdminClient(self.config)
-        description = admin.describe_consumer_groups([group], request_timeout=timeout_s)[group].result(timeout=timeout_s)
+        if self._admin is None:  # a standby asks every few seconds: one client, not one per question
+            self._admin = AdminClient(self.config)
+        description = self._admin.describe_consumer_groups([group], request_timeout=timeout_s)[group].result(timeout=timeout_s)
         return sorted(m.member_id for m in description.members)
 
 
@@ -143,8 +145,12 @@ class KafkaConsumer(Consumer):
         self._consumer = _Consumer(settings)
         self._pending_seeks: Offsets = {}
         if joining:
-            metadata = self._consumer.list_topics(timeout=timeout_s).topics
-            check_co_partitioned(group, {t: len(metadata[t].partitions) for t in topics if t in metadata})
+            try:
+                metadata = self._consumer.list_topics(timeout=timeout_s).topics
+                check_co_partitioned(group, {t: len(metadata[t].partitions) for t in topics if t in metadata})
+            except Exception:
+                self._consumer.close()
+                raise
         self._consumer.subscribe(topics, on_assign=self._on_assign)
 
     def _on_assign(self, consumer, partitions: list[TopicPartition]) -> None:
