@@ -132,17 +132,21 @@ def run() -> dict:
             stop_runners, stop_sampler = threading.Event(), threading.Event()
             runners = threading.Thread(target=app.run, args=(stop_runners,), daemon=True)
 
+            samples: list[tuple[float, float, int]] = []  # (seconds since the offer began, RSS MB, lag)
+
             def sample() -> None:
                 nonlocal peak, max_lag
                 while not stop_sampler.is_set():
-                    peak, max_lag = max(peak, rss_mb()), max(max_lag, total_lag(app))
+                    rss, lag = rss_mb(), total_lag(app)
+                    peak, max_lag = max(peak, rss), max(max_lag, lag)
+                    samples.append((time.perf_counter() - started, rss, lag))
                     stop_sampler.wait(0.25)
 
             sampler = threading.Thread(target=sample, daemon=True)
+            started = time.perf_counter()
             runners.start()
             sampler.start()
             rate = 2 * sustained
-            started = time.perf_counter()
             while (elapsed := time.perf_counter() - started) < SECONDS:
                 due = int(rate * min(elapsed + TICK_S, SECONDS)) - client.next_order
                 if due > 0:
@@ -165,11 +169,17 @@ def run() -> dict:
             runners.join()
             predicted, joined = count(app, PREDICTED, run_id), count(app, JOINED, run_id)
             final_lag = total_lag(app)
+            # RSS and lag at each quarter of the offered phase, then at the end of the drain: a
+            # bounded process levels off instead of growing with the time it is overloaded.
+            marks = [SECONDS * q / 4 for q in (1, 2, 3, 4)]
+            quarters = [next(((round(r), lag) for t, r, lag in samples if t >= m), None) for m in marks]
+            end_of_drain = (round(samples[-1][1]), samples[-1][2]) if samples else None
         finally:
             app.close()
     return report("overload", sustained_events_per_s=round(sustained), offered_events_per_s=round(offered_rate),
                   ratio=round(offered_rate / sustained, 2), seconds=SECONDS, max_lag_mb_per_partition=MAX_LAG_MB,
-                  rss_before_mb=round(rss_before), peak_rss_mb=round(peak), max_lag_records=max_lag,
+                  rss_before_mb=round(rss_before), peak_rss_mb=round(peak),
+                  rss_mb_and_lag_by_quarter=quarters, rss_mb_and_lag_after_drain=end_of_drain, max_lag_records=max_lag,
                   lag_when_offer_stopped=lag_at_end, refused_then_resent=client.refused,
                   drain_s=round(drain_s, 1), final_lag=final_lag, orders_sent=client.sent[FEATURES],
                   predictions=predicted, labels_sent=client.sent[LABELS], labels_joined=joined,
