@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from driftline.bus import Bus, Message, Offsets, Producer, next_offsets
+from driftline.bus import Bus, Consumer, Message, Offsets, Producer, next_offsets
+from driftline.bus.single_owner import SingleOwnerConsumer
 from driftline.codec import Codec, UndecodableRecord
 from driftline.deadletter import dead_letter, dead_letter_row
 from driftline.failure import Backoff, CommitRefused, Outage, Stopped, retry_transient
@@ -188,8 +189,11 @@ class Runner:
         self._state_saved_at = time.monotonic()
         self._abandoned = False  # a batch was left unfinished on stop: its state must not be saved
         self.outage = Outage(service.name, on_change=lambda ok: SERVICE_HEALTHY.labels(service.name).set(int(ok)))
+        # Before the consumer: a single owner may take its group, and restore the state, at once.
+        self._stateful = hasattr(service, "snapshot") and hasattr(service, "restore")
+        self.rollback_point = RollbackPoint(service) if self._stateful else None
         self.producer = bus.producer()
-        self.consumer = bus.consumer(f"driftline-{service.name}", service.topics)
+        self.consumer = self._data_consumer()
         # Control topics (model events) are read by a consumer of their own, before every batch,
         # so a model swap applies from the next batch however busy the data topics are. Its group
         # is per instance: every replica must see every control record.
@@ -199,15 +203,29 @@ class Runner:
         self.processed = 0
         self.dead_lettered = 0
         self.metrics = RunnerMetrics(service.name)
-        self._stateful = hasattr(service, "snapshot") and hasattr(service, "restore")
-        self.rollback_point = RollbackPoint(service) if self._stateful else None
-        if state is not None:
-            self._retry(self._resume, "the store (saved state)")
+        if state is not None and not isinstance(self.consumer, SingleOwnerConsumer):
+            self._resume_saved()
 
     @property
     def healthy(self) -> bool:
         """False while the runner waits for a dependency (broker, registries, store) to answer."""
         return self.outage.healthy
+
+    def _data_consumer(self) -> Consumer:
+        """The consumer of the data topics. A service whose state is one snapshot for all its
+        partitions (the drift-detector, the retrainer) runs as the single owner of its group: a
+        second instance stands by, and restores the state when it takes over (README, 'Scaling out')."""
+        group = f"driftline-{self.service.name}"
+        if self.state is not None and hasattr(self.bus, "group_members"):
+            return SingleOwnerConsumer(self.bus, group, self.service.topics, on_acquire=self._resume_saved,
+                                       service=self.service.name)
+        return self.bus.consumer(group, self.service.topics)
+
+    def _resume_saved(self) -> None:
+        """Restore the saved state and seek to its offsets, waiting out a store that is away."""
+        self._retry(self._resume, "the store (saved state)")
+        if self.rollback_point is not None:
+            self.rollback_point.mark()
 
     def _resume(self) -> bool:
         saved = self.state.load(self.service.name)
@@ -380,7 +398,8 @@ class Runner:
         self.consumer.seek(_first_offsets(messages))
 
     def persist_state(self) -> None:
-        if self.state is not None:
+        # A standby holds no state of its own: saving it would overwrite the owner's.
+        if self.state is not None and not getattr(self.consumer, "standby", False):
             self.state.save(self.service.name, self.service.snapshot(), self.consumer.positions())
             self._state_saved_at = time.monotonic()
 

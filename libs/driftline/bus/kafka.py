@@ -16,6 +16,7 @@ from confluent_kafka import Producer as _Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from driftline.bus.base import Bus, BusFull, Consumer, Message, Offsets, Producer
+from driftline.bus.copartition import check_co_partitioned
 from driftline.failure import DependencyUnavailable, is_transient
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,19 @@ class KafkaBus(Bus):
     def __init__(self, bootstrap: str, replication_factor: int = 1, extra: dict | None = None):
         self.config = {"bootstrap.servers": bootstrap, **(extra or {})}
         self.replication_factor = replication_factor
+        self._admin: AdminClient | None = None
 
     def create_topics(self, topics: dict[str, int], timeout_s: float = 30.0) -> None:
+        """Create the missing topics; topics that exist are left as they are (a user's own may
+        have more partitions). Groups that join topics check them when they start
+        (:func:`driftline.bus.copartition.check_co_partitioned`)."""
         admin = AdminClient(self.config)
-        existing = set(admin.list_topics(timeout=timeout_s).topics)
+        metadata = admin.list_topics(timeout=timeout_s).topics
+        existing = set(metadata)
+        differ = {t: len(metadata[t].partitions) for t, n in topics.items() if t in metadata and len(metadata[t].partitions) != n}
+        if differ:
+            log.warning("kafka: existing topics keep their partition counts %s (driftline would create %s)",
+                        differ, {t: topics[t] for t in differ})
         wanted = [NewTopic(t, num_partitions=n, replication_factor=self.replication_factor)
                   for t, n in topics.items() if t not in existing]
         for topic, future in admin.create_topics(wanted, operation_timeout=timeout_s).items() if wanted else []:
@@ -64,6 +74,15 @@ class KafkaBus(Bus):
 
     def consumer(self, group: str, topics: list[str]) -> KafkaConsumer:
         return KafkaConsumer(self.config, group, topics)
+
+    def group_members(self, group: str, timeout_s: float = 10.0) -> list[str]:
+        """The member ids of ``group`` as the broker's coordinator sees them (empty: nobody in it).
+
+        A member that died without leaving stays listed until its session times out."""
+        if self._admin is None:  # a standby asks every few seconds: one client, not one per question
+            self._admin = AdminClient(self.config)
+        description = self._admin.describe_consumer_groups([group], request_timeout=timeout_s)[group].result(timeout=timeout_s)
+        return sorted(m.member_id for m in description.members)
 
 
 class KafkaProducer(Producer):
@@ -128,10 +147,25 @@ class KafkaConsumer(Consumer):
     }
     #: The runner commits after its checkpoint, never librdkafka on its own.
     REQUIRED = {"enable.auto.commit": False, "enable.auto.offset.store": False}
+    #: A group that reads several topics joins them by key (the label-joiner: predictions and
+    #: labels by event id), so partition i of every topic must go to the same member. The range
+    #: assignor does that over co-partitioned topics; a sticky one balances topic-partitions
+    #: freely and can give all of predictions to one instance and all of labels to another.
+    JOINING = {"partition.assignment.strategy": "range"}
 
-    def __init__(self, config: dict, group: str, topics: list[str]):
-        self._consumer = _Consumer({**self.DEFAULTS, **config, "group.id": group, **self.REQUIRED})
+    def __init__(self, config: dict, group: str, topics: list[str], timeout_s: float = 30.0):
+        joining = self.JOINING if len(topics) > 1 else {}
+        settings = {**self.DEFAULTS, **config, "group.id": group, **joining, **self.REQUIRED}
+        self._eager = settings["partition.assignment.strategy"] in ("range", "roundrobin")
+        self._consumer = _Consumer(settings)
         self._pending_seeks: Offsets = {}
+        if joining:
+            try:
+                metadata = self._consumer.list_topics(timeout=timeout_s).topics
+                check_co_partitioned(group, {t: len(metadata[t].partitions) for t in topics if t in metadata})
+            except Exception:
+                self._consumer.close()
+                raise
         self._consumer.subscribe(topics, on_assign=self._on_assign)
 
     def _on_assign(self, consumer, partitions: list[TopicPartition]) -> None:
@@ -140,7 +174,10 @@ class KafkaConsumer(Consumer):
             offset = self._pending_seeks.pop((tp.topic, tp.partition), None)
             if offset is not None:
                 tp.offset = offset
-        consumer.incremental_assign(partitions)
+        if self._eager:  # an eager (range) rebalance hands over the whole assignment each time
+            consumer.assign(partitions)
+        else:
+            consumer.incremental_assign(partitions)
 
     def poll_batch(self, max_records: int, timeout_s: float) -> list[Message]:
         # Wait (at most timeout_s) for the first record only, then take what has already been
@@ -184,6 +221,10 @@ class KafkaConsumer(Consumer):
             log.warning("kafka consumer: commit refused (%s); those records will be delivered again", exc.args[0])
             return False
         return len(mine) == len(offsets)
+
+    def member_id(self) -> str | None:
+        """This consumer's id in its group, once it has joined (None before)."""
+        return self._consumer.memberid() or None
 
     def assigned(self) -> set[tuple[str, int]]:
         """The (topic, partition)s this consumer holds right now."""

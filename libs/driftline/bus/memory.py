@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from driftline.bus.base import Bus, BusFull, Consumer, Message, Offsets, Producer, partition_for
+from driftline.bus.copartition import check_co_partitioned
 
 
 @dataclass
@@ -241,15 +242,29 @@ class MemoryBus(Bus):
             partition.drop_before(partition.start + 1)
 
     def _assign(self, group: _Group) -> None:
-        """Share each subscribed topic's partitions among the group's members, round-robin."""
+        """Share each subscribed topic's partitions among its members in contiguous ranges, as
+        Kafka's range assignor: members in the order they joined, the first ones taking one more
+        when the count does not divide. Members that read the same co-partitioned topics get the
+        same partition numbers of each, so a join by key stays within one member."""
         for member in group.members:
             member._assignment = []
-        slots = [(t, i) for t in sorted({t for m in group.members for t in m.topics}) for i in range(len(self._partitions(t)))]
-        for n, tp in enumerate(slots):
-            candidates = [m for m in group.members if tp[0] in m.topics]
-            candidates[n % len(candidates)]._assignment.append(tp)
+        for topic in sorted({t for m in group.members for t in m.topics}):
+            readers = [m for m in group.members if topic in m.topics]
+            count = len(self._partitions(topic))
+            share, extra = divmod(count, len(readers))
+            start = 0
+            for n, member in enumerate(readers):
+                size = share + (1 if n < extra else 0)
+                member._assignment.extend((topic, i) for i in range(start, start + size))
+                start += size
         for member in group.members:
             member._positions = {tp: group.committed.get(tp, 0) for tp in member._assignment}
+
+    def group_members(self, group: str) -> list[str]:
+        """The ids of the consumers in ``group`` right now (empty: nobody in it)."""
+        with self._lock:
+            state = self._groups.get(group)
+            return [] if state is None else [m.member_id() for m in state.members]
 
 
 class MemoryProducer(Producer):
@@ -287,6 +302,8 @@ class MemoryConsumer(Consumer):
         self._positions: Offsets = {}
         self._next = 0
         with bus._lock:
+            if len(topics) > 1:
+                check_co_partitioned(group, {topic: len(bus._partitions(topic)) for topic in topics})
             for topic in topics:
                 bus._partitions(topic)
                 bus._readers.setdefault(topic, set()).add(group)
@@ -294,6 +311,9 @@ class MemoryConsumer(Consumer):
             state = bus._groups.setdefault(group, _Group())
             state.members.append(self)
             bus._assign(state)
+
+    def member_id(self) -> str:
+        return f"{self.group}-{id(self):x}"
 
     def poll_batch(self, max_records: int, timeout_s: float) -> list[Message]:
         deadline = time.monotonic() + timeout_s
