@@ -21,7 +21,9 @@ Nothing here sleeps in hope: every wait polls a condition until a deadline.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import queue
 import shutil
 import signal
 import subprocess
@@ -29,6 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +52,10 @@ from driftline.testing.kafka import (
     wait_until,
 )
 
+#: librdkafka would print every refused connection of the test's own clients while the broker restarts.
+_QUIET = logging.getLogger("driftline.testing.chaos.kafka")
+_QUIET.disabled = True
+
 RUNNERS = ("predictor", "label-joiner", "drift-detector", "retrainer")
 HTTP_SERVICES = ("registry", "ingest")
 #: Topics each runner's group consumes, in pipeline order (a drained upstream feeds a drained downstream).
@@ -59,6 +66,38 @@ GROUP_TOPICS = {
     "retrainer": ["retrain"],
 }
 START_TIMEOUT_S = 120.0
+
+
+class Spawner:
+    """Starts every child process from one thread that lives as long as the cluster.
+
+    Why: children are started under ``setpriv --pdeathsig`` so they die with the test run; but the
+    kernel sends that signal when the *thread* that forked them exits. A process started from a
+    short-lived thread (a fault being injected, the watcher) would be killed when that thread ends.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._serve, name="chaos-spawner", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, result = job
+            try:
+                result.set_result(fn())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                result.set_exception(exc)
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` (which forks) on the spawner thread; its result."""
+        result: Future = Future()
+        self._jobs.put((fn, result))
+        return result.result()
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join(10)
 
 
 class Timeline:
@@ -72,6 +111,7 @@ class Timeline:
     def note(self, text: str) -> None:
         with self._lock:
             self.entries.append((time.monotonic() - self.t0, text))
+            print(f"{self.entries[-1][0]:8.1f}s  {text}", flush=True)  # live, for who watches the run (-s)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
@@ -90,6 +130,7 @@ class Process:
     env: dict[str, str]
     log: Path
     cwd: Path
+    spawner: Spawner | None = None
     popen: subprocess.Popen | None = None
     incarnations: int = 0
     expected_exit: bool = False  # set while the test itself stops or kills it
@@ -101,8 +142,11 @@ class Process:
         with self.log.open("ab") as out:
             out.write(f"\n# --- start #{self.incarnations + 1}: {' '.join(self.args)}\n".encode())
             out.flush()
-            self.popen = subprocess.Popen(cmd, env=self.env, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL)
+            def fork() -> subprocess.Popen:
+                return subprocess.Popen(cmd, env=self.env, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL)
+
+            self.popen = self.spawner.call(fork) if self.spawner is not None else fork()
         self.incarnations += 1
         self.expected_exit = False
         return self.popen.pid
@@ -161,9 +205,10 @@ def _http_ok(url: str) -> bool:
 class Broker:
     """A single-node KRaft broker this cluster owns, so it can be restarted on its port and data."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, spawner: Spawner):
         self.workdir = workdir
-        self.service: Service = start_kafka(workdir, die_with_parent=True)
+        self.spawner = spawner
+        self.service: Service = spawner.call(lambda: start_kafka(workdir, die_with_parent=True))
         self.address = self.service.address
 
     def restart(self) -> float:
@@ -171,7 +216,7 @@ class Broker:
         self.service.stop()
         cmd = [*_kafka_jvm(require_java(), fetch_kafka(), self.workdir, KAFKA_HEAP), "kafka.Kafka",
                str(self.workdir / "server.properties")]
-        popen = _spawn("kafka", cmd, self.workdir, die_with_parent=True)
+        popen = self.spawner.call(lambda: _spawn("kafka", cmd, self.workdir, die_with_parent=True))
         port = self.service.ports["broker"]
         self.service = Service(name="kafka", address=self.address, pid=popen.pid, workdir=self.workdir,
                                log_path=self.workdir / "kafka.log", popen=popen, ports=self.service.ports)
@@ -221,12 +266,14 @@ class Cluster:
         self._watching = threading.Event()
         self._watcher: threading.Thread | None = None
         self._to_revive: set[str] = set()
+        self.spawner = Spawner()
+        self._admin = None
 
     # -- bring up and tear down ------------------------------------------------------------
 
     def start_all(self) -> None:
         """Broker, store endpoint, registry, ingest and the four runners; returns when each answers."""
-        self.broker = Broker(self.root / "kafka")
+        self.broker = Broker(self.root / "kafka", self.spawner)
         self.timeline.note(f"broker up at {self.broker.address} (pid {self.broker.service.pid})")
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")},
@@ -245,7 +292,7 @@ class Cluster:
             env = dict(self.env)
             if name in self.metrics_ports:
                 env["DRIFTLINE_METRICS_PORT"] = str(self.metrics_ports[name])
-            return Process(name, list(args), env, logs / f"{name}.log", cwd=self.root)
+            return Process(name, list(args), env, logs / f"{name}.log", cwd=self.root, spawner=self.spawner)
 
         self.procs = {
             "store": process("store", "store", "serve", "--path", str(self.root / "store"),
@@ -274,6 +321,8 @@ class Cluster:
                 self.procs[name].stop()
         if self.broker is not None:
             self.broker.stop()
+        self._admin = None
+        self.spawner.close()
 
     # -- one process ----------------------------------------------------------------------
 
@@ -371,15 +420,16 @@ class Cluster:
                          for n in names or self.procs)
 
     def _consumer(self, group: str) -> Consumer:
-        return Consumer({"bootstrap.servers": self.broker.address, "group.id": group,
+        return Consumer({"bootstrap.servers": self.broker.address, "group.id": group, "logger": _QUIET,
                          "enable.auto.commit": False, "socket.connection.setup.timeout.ms": 3000})
 
     def group_stable(self, service: str) -> bool:
         from confluent_kafka.admin import AdminClient
 
+        if self._admin is None:  # one client: librdkafka reconnects by itself after a broker restart
+            self._admin = AdminClient({"bootstrap.servers": self.broker.address, "logger": _QUIET})
         group = f"driftline-{service}"
-        admin = AdminClient({"bootstrap.servers": self.broker.address})
-        description = admin.describe_consumer_groups([group])[group].result(timeout=5)
+        description = self._admin.describe_consumer_groups([group])[group].result(timeout=5)
         return description.state.name == "STABLE" and len(description.members) >= 1
 
     def lag(self, service: str) -> int:
