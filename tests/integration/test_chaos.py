@@ -252,9 +252,8 @@ def test_chaos_loses_nothing_and_counts_nothing_twice(cluster: Cluster, tmp_path
     half = EVENTS // 2
     stream = pd.concat([pumps(half, seed=2), pumps(EVENTS - half, seed=3, turned=True)], ignore_index=True)
     feeder = Feeder(cluster.ingest_url, stream, timeline)
-    faults = chaos_schedule(cluster, random.Random(SEED))
-    timeline.note(f"schedule (seed {SEED}): " + "; ".join(f"{f.what} at {f.at_fraction:.0%}" for f in faults))
-    monkey = ChaosMonkey(cluster, faults, feeder.progress)
+    monkey = ChaosMonkey(cluster, chaos_schedule(cluster, random.Random(SEED)), feeder.progress)
+    timeline.note(f"schedule (seed {SEED}): {monkey.describe()}")
     feeding = threading.Thread(target=feeder.run, name="feeder", daemon=True)
     started = time.monotonic()
     monkey.start()
@@ -262,7 +261,7 @@ def test_chaos_loses_nothing_and_counts_nothing_twice(cluster: Cluster, tmp_path
     feeding.join(CLIENT_RETRY_FOR_S * 10)
     fed_s = time.monotonic() - started
     timeline.note(f"feeder done: {feeder.events_sent} events, {feeder.labels_sent} labels in {fed_s:.0f}s")
-    monkey.join(120)
+    monkey.join(DRAIN_TIMEOUT_S)
     pids_before_drain = cluster.pids()
     lags = None
     drain_error = None
@@ -276,6 +275,8 @@ def test_chaos_loses_nothing_and_counts_nothing_twice(cluster: Cluster, tmp_path
 
     # Every process the test did not kill is the one it started; every one the test restarted is alive.
     alive = {name: (proc.alive(), proc.pid, proc.incarnations) for name, proc in cluster.procs.items()}
+    # A process that printed its fatal error but did not exit is as good as dead.
+    hung = {name: proc.fatal_line() for name, proc in cluster.procs.items() if proc.alive() and proc.fatal_line()}
     unscheduled = list(cluster.unscheduled)
 
     # The concept detector's n: stop the drift-detector cleanly, so its state is checkpointed to the end.
@@ -322,6 +323,7 @@ def test_chaos_loses_nothing_and_counts_nothing_twice(cluster: Cluster, tmp_path
         "dead letters": dead,
         "client answers": dict(feeder.answers),
         "feeding seconds": round(fed_s), "seconds until drained": round(total_s),
+        "hung after a fatal error": hung,
         "unscheduled exits": [(u.name, u.returncode, round(u.at_s)) for u in unscheduled],
     }
     report = (f"\n===== chaos run: {EVENTS} events, seed {SEED} =====\n{timeline.render()}\n----- counts -----\n"
@@ -342,6 +344,8 @@ def test_chaos_loses_nothing_and_counts_nothing_twice(cluster: Cluster, tmp_path
         problems.append("processes exited that the test did not kill: "
                         + ", ".join(f"{u.name} (exit {u.returncode} at {u.at_s:.0f}s: "
                                     f"{u.last_lines.splitlines()[-1] if u.last_lines else ''})" for u in unscheduled))
+    if hung:
+        problems.append(f"alive but stopped after a fatal error (the process did not exit): {hung}")
     dead_now = [name for name, (is_alive, _pid, _n) in alive.items() if not is_alive]
     if dead_now:
         problems.append(f"not alive at the end: {dead_now}")

@@ -134,8 +134,10 @@ class Process:
     popen: subprocess.Popen | None = None
     incarnations: int = 0
     expected_exit: bool = False  # set while the test itself stops or kills it
+    log_offset: int = 0  # where this incarnation's output starts in ``log``
 
     def start(self) -> int:
+        self.log_offset = self.log.stat().st_size if self.log.exists() else 0
         cmd = [sys.executable, "-m", "driftline.entry.cli", *self.args]
         if setpriv := shutil.which("setpriv"):  # dies with the test run, whatever happens to it
             cmd = [setpriv, "--pdeathsig", "KILL", "--", *cmd]
@@ -177,11 +179,30 @@ class Process:
             self.signal(signal.SIGKILL, 10)
 
     def tail(self, lines: int = 25) -> str:
+        """The last ``lines`` lines of the log, without librdkafka's own (``%3|...``) chatter."""
         try:
-            text = self.log.read_text(errors="replace").splitlines()[-lines:]
+            text = [line for line in self.log.read_text(errors="replace").splitlines() if not line.startswith("%")]
         except OSError as exc:
             return f"(no log: {exc})"
-        return "\n".join(text)
+        return "\n".join(text[-lines:])
+
+    def output(self) -> str:
+        """What this incarnation has written so far."""
+        try:
+            with self.log.open("rb") as f:
+                f.seek(self.log_offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def consuming(self) -> bool:
+        """A runner says ``<service>: consuming <topics>`` once it has subscribed."""
+        return self.alive() and ": consuming " in self.output()
+
+    def fatal_line(self) -> str | None:
+        """The one-line error ``driftline`` prints before exiting 1, if this incarnation printed it."""
+        lines = [line for line in self.output().splitlines() if line.startswith("driftline ")]
+        return lines[-1] if lines else None
 
 
 @dataclass(frozen=True)
@@ -307,6 +328,7 @@ class Cluster:
         for name in RUNNERS:
             self.start(name, wait=False)
         for name in RUNNERS:
+            self.wait_ready(name)
             self.wait_until(f"{name} in its consumer group", lambda n=name: self.group_stable(n), START_TIMEOUT_S)
         self._watching.set()
         self._watcher = threading.Thread(target=self._watch, name="chaos-watcher", daemon=True)
@@ -342,7 +364,7 @@ class Cluster:
             url = self.registry_url if name == "registry" else self.ingest_url
             probe = lambda: _http_ok(f"{url}/healthz")  # noqa: E731
         else:
-            probe = lambda: self.group_stable(name)  # noqa: E731
+            probe = self.procs[name].consuming
         self.wait_until(f"{name} ready", probe, timeout_s)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> int | None:
@@ -454,9 +476,11 @@ class Cluster:
 
     def wait_drained(self, timeout_s: float) -> dict[str, int]:
         """Until every runner group's committed lag is 0 (checked upstream first)."""
-        return self.wait_until("consumer lag 0 on every runner group",
-                               lambda: (lambda lags: lags if not any(lags.values()) else False)(self.lags()),
-                               timeout_s) and self.lags()
+        def drained() -> dict[str, int] | str:
+            lags = self.lags()
+            return lags if not any(lags.values()) else f"lags {lags}"
+
+        return self.wait_until("consumer lag 0 on every runner group", drained, timeout_s)
 
     def read_topic(self, topic: str) -> list[tuple[bytes | None, bytes]]:
         """Every (key, value) on ``topic`` from its beginning to its current end."""
@@ -493,7 +517,7 @@ def _last_error_line(tail: str) -> str:
 
 @dataclass(order=True)
 class Fault:
-    """One scheduled fault: at ``at_fraction`` of the events sent, do ``action`` (a Cluster call)."""
+    """One scheduled fault: at ``at_fraction`` of the stream, do ``action`` (Cluster calls)."""
 
     at_fraction: float
     what: str = field(compare=False)
@@ -501,21 +525,18 @@ class Fault:
 
 
 def chaos_schedule(cluster: Cluster, rng, *, kills_each: int = 3, registry_outage_s: float = 30.0,
-                   victims: tuple[str, ...] = RUNNERS) -> list[Fault]:
-    """A seeded random schedule: ``kills_each`` kill -9 of each victim (each restarted after 0-2 s),
-    one broker restart, one store-endpoint restart, the model registry down for ``registry_outage_s``."""
-    faults: list[Fault] = []
+                   victims: tuple[str, ...] = RUNNERS) -> dict[str, list[Fault]]:
+    """A seeded random schedule, as lanes of faults: one lane per victim with ``kills_each`` kill -9
+    (each restarted after 0-2 s, the next kill only once it consumes again), and one lane for the
+    infrastructure: a broker restart, a store-endpoint restart and the model registry down for
+    ``registry_outage_s``. Lanes run side by side; the faults of a lane one after another."""
 
     def kill_and_restart(name: str, pause_s: float) -> Callable[[], None]:
         def act() -> None:
             cluster.kill(name)
             time.sleep(pause_s)  # the outage itself, part of the schedule
-            cluster.start(name, wait=False)
+            cluster.start(name, wait=True)
         return act
-
-    for name in victims:
-        for _ in range(kills_each):
-            faults.append(Fault(rng.uniform(0.05, 0.95), f"kill -9 {name}", kill_and_restart(name, rng.uniform(0, 2))))
 
     def restart_store() -> None:
         cluster.kill("store", signal.SIGTERM)
@@ -526,51 +547,50 @@ def chaos_schedule(cluster: Cluster, rng, *, kills_each: int = 3, registry_outag
         time.sleep(registry_outage_s)  # the outage itself, part of the schedule
         cluster.start("registry")
 
-    faults.append(Fault(rng.uniform(0.2, 0.8), "broker restart", cluster.restart_broker))
-    faults.append(Fault(rng.uniform(0.2, 0.8), "store endpoint restart", restart_store))
-    faults.append(Fault(rng.uniform(0.1, 0.6), f"registry down {registry_outage_s:.0f}s", registry_outage))
-    return sorted(faults)
+    lanes = {name: sorted(Fault(rng.uniform(0.05, 0.95), f"kill -9 {name}", kill_and_restart(name, rng.uniform(0, 2)))
+                          for _ in range(kills_each)) for name in victims}
+    lanes["infrastructure"] = sorted([
+        Fault(rng.uniform(0.2, 0.8), "broker restart", cluster.restart_broker),
+        Fault(rng.uniform(0.2, 0.8), "store endpoint restart", restart_store),
+        Fault(rng.uniform(0.1, 0.7), f"registry down {registry_outage_s:.0f}s", registry_outage),
+    ])
+    return lanes
 
 
 class ChaosMonkey:
-    """Runs a schedule against the progress of a feeder: each fault fires once ``progress()`` passes its
-    fraction. Faults run one after another on a thread of their own, except the registry outage,
-    which runs on its own thread so the other faults go on meanwhile."""
+    """Runs the lanes of a schedule against ``progress()`` (0..1): a fault fires once progress has
+    passed its fraction and the lane's previous fault is over."""
 
-    def __init__(self, cluster: Cluster, faults: list[Fault], progress: Callable[[], float]):
-        self.cluster, self.faults, self.progress = cluster, list(faults), progress
+    def __init__(self, cluster: Cluster, lanes: dict[str, list[Fault]], progress: Callable[[], float]):
+        self.cluster, self.lanes, self.progress = cluster, lanes, progress
         self.errors: list[str] = []
-        self._threads: list[threading.Thread] = []
-        self._main = threading.Thread(target=self._run, name="chaos-monkey", daemon=True)
+        self._threads = [threading.Thread(target=self._run, args=(faults,), name=f"chaos-{lane}", daemon=True)
+                         for lane, faults in lanes.items()]
+
+    def describe(self) -> str:
+        return "; ".join(f"{f.what} at {f.at_fraction:.0%}" for faults in self.lanes.values() for f in faults)
 
     def start(self) -> None:
-        self._main.start()
+        for thread in self._threads:
+            thread.start()
 
-    def _fire(self, fault: Fault) -> None:
-        self.cluster.timeline.note(f"FAULT {fault.what} (at {self.progress():.0%} of the events)")
-        try:
-            fault.action()
-        except Exception as exc:  # noqa: BLE001 - recorded; the test fails on it
-            self.errors.append(f"{fault.what}: {type(exc).__name__}: {exc}")
-            self.cluster.timeline.note(f"fault {fault.what} failed: {exc}")
-
-    def _run(self) -> None:
-        for fault in self.faults:
+    def _run(self, faults: list[Fault]) -> None:
+        for fault in faults:
             while self.progress() < fault.at_fraction:
                 time.sleep(0.05)
-            if fault.what.startswith("registry down"):
-                thread = threading.Thread(target=self._fire, args=(fault,), daemon=True)
-                thread.start()
-                self._threads.append(thread)
-            else:
-                self._fire(fault)
+            self.cluster.timeline.note(f"FAULT {fault.what} (at {self.progress():.0%})")
+            try:
+                fault.action()
+            except Exception as exc:  # noqa: BLE001 - recorded; the test fails on it
+                self.errors.append(f"{fault.what}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+                self.cluster.timeline.note(f"fault {fault.what} failed: {str(exc).splitlines()[0]}")
 
     def join(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        self._main.join(max(0.0, deadline - time.monotonic()))
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        assert not self._main.is_alive() and not any(t.is_alive() for t in self._threads), "chaos schedule did not finish"
+        late = [t.name for t in self._threads if t.is_alive()]
+        assert not late, f"chaos lanes not finished after {timeout_s:.0f}s: {late}"
 
 
 def json_dumps(data: Any) -> str:
