@@ -324,7 +324,7 @@ def test_chaos_loses_nothing_and_counts_nothing_twice(cluster: Cluster, tmp_path
         "client answers": dict(feeder.answers),
         "feeding seconds": round(fed_s), "seconds until drained": round(total_s),
         "hung after a fatal error": hung,
-        "unscheduled exits": [(u.name, u.returncode, round(u.at_s)) for u in unscheduled],
+        "unscheduled exits": [(u.name, "hung" if u.hung else u.returncode, round(u.at_s)) for u in unscheduled],
     }
     report = (f"\n===== chaos run: {EVENTS} events, seed {SEED} =====\n{timeline.render()}\n----- counts -----\n"
               + "\n".join(f"{k}: {v}" for k, v in counts.items()) + f"\n----- models -----\n{registry_log}")

@@ -211,9 +211,10 @@ class UnscheduledExit:
 
     name: str
     pid: int
-    returncode: int
+    returncode: int | None  # None: it did not exit, see ``hung``
     at_s: float
     last_lines: str
+    hung: bool = False  # printed its fatal error but kept running
 
 
 def _http_ok(url: str) -> bool:
@@ -398,6 +399,11 @@ class Cluster:
                     if proc.popen is not None and not proc.expected_exit and proc.returncode() is not None:
                         self._record_exit(proc)
                         self._to_revive.add(proc.name)
+                    elif proc.popen is not None and not proc.expected_exit and proc.fatal_line():
+                        # It printed the error it exits with, yet runs on: stuck on its way out.
+                        self._record_exit(proc, hung=True)
+                        proc.signal(signal.SIGKILL, 10)
+                        self._to_revive.add(proc.name)
                     name = proc.name
                     if name in self._to_revive and self.revive and not proc.alive() \
                             and time.monotonic() - started_at.get(name, 0.0) > 2.0:
@@ -409,15 +415,16 @@ class Cluster:
                         self._to_revive.discard(name)
             time.sleep(0.2)
 
-    def _record_exit(self, proc: Process) -> None:
+    def _record_exit(self, proc: Process, hung: bool = False) -> None:
         if proc.expected_exit or any(u.pid == proc.pid for u in self.unscheduled):
             return
         proc.expected_exit = True  # recorded once
         tail = "\n".join(line for line in proc.tail(40).splitlines() if line.strip())[-2500:]
-        exit_ = UnscheduledExit(proc.name, proc.pid, proc.returncode(), self.timeline.elapsed(), tail)
+        exit_ = UnscheduledExit(proc.name, proc.pid, None if hung else proc.returncode(), self.timeline.elapsed(),
+                                tail, hung=hung)
         self.unscheduled.append(exit_)
-        self.timeline.note(f"UNSCHEDULED EXIT {proc.name} (pid {proc.pid}) exit {exit_.returncode}: "
-                           f"{_last_error_line(tail)}")
+        what = "HUNG after its fatal error (killed by the test)" if hung else f"exit {exit_.returncode}"
+        self.timeline.note(f"UNSCHEDULED EXIT {proc.name} (pid {proc.pid}) {what}: {_last_error_line(tail)}")
 
     # -- conditions --------------------------------------------------------------------------
 
