@@ -66,6 +66,8 @@ GROUP_TOPICS = {
     "retrainer": ["retrain"],
 }
 START_TIMEOUT_S = 120.0
+#: A process still alive this long after printing the error it exits with is hung.
+HUNG_AFTER_S = 15.0
 
 
 class Spawner:
@@ -393,6 +395,7 @@ class Cluster:
         """Record every exit the test did not cause; revive such a process after a second or two
         (a service that exits at once, say while a dependency is down, is not restarted in a tight loop)."""
         started_at: dict[str, float] = {}
+        fatal_seen: dict[int, float] = {}  # pid -> when its fatal line was first seen
         while self._watching.is_set():
             with self._lock:
                 for proc in self.procs.values():
@@ -400,10 +403,13 @@ class Cluster:
                         self._record_exit(proc)
                         self._to_revive.add(proc.name)
                     elif proc.popen is not None and not proc.expected_exit and proc.fatal_line():
-                        # It printed the error it exits with, yet runs on: stuck on its way out.
-                        self._record_exit(proc, hung=True)
-                        proc.signal(signal.SIGKILL, 10)
-                        self._to_revive.add(proc.name)
+                        # It printed the error it exits with, yet runs on: stuck on its way out, once
+                        # that has lasted HUNG_AFTER_S (an exiting process needs a moment to go).
+                        noticed = fatal_seen.setdefault(proc.pid, time.monotonic())
+                        if time.monotonic() - noticed > HUNG_AFTER_S and proc.alive():
+                            self._record_exit(proc, hung=True)
+                            proc.signal(signal.SIGKILL, 10)
+                            self._to_revive.add(proc.name)
                     name = proc.name
                     if name in self._to_revive and self.revive and not proc.alive() \
                             and time.monotonic() - started_at.get(name, 0.0) > 2.0:
@@ -423,7 +429,7 @@ class Cluster:
         exit_ = UnscheduledExit(proc.name, proc.pid, None if hung else proc.returncode(), self.timeline.elapsed(),
                                 tail, hung=hung)
         self.unscheduled.append(exit_)
-        what = "HUNG after its fatal error (killed by the test)" if hung else f"exit {exit_.returncode}"
+        what = f"HUNG: alive {HUNG_AFTER_S:.0f} s after its fatal error (killed by the test)" if hung else f"exit {exit_.returncode}"
         self.timeline.note(f"UNSCHEDULED EXIT {proc.name} (pid {proc.pid}) {what}: {_last_error_line(tail)}")
 
     # -- conditions --------------------------------------------------------------------------
