@@ -55,7 +55,7 @@ import pytest
 from driftline.codec import Codec, registry_client
 from driftline.drift.detectors import ConceptDriftDetector
 from driftline.store import Store
-from driftline.testing.chaos import ChaosMonkey, Cluster, chaos_schedule
+from driftline.testing.chaos import HUNG_AFTER_S, ChaosMonkey, Cluster, chaos_schedule
 
 MODEL = "pump-failure"
 EVENTS = int(os.environ.get("DRIFTLINE_CHAOS_EVENTS", "100000"))
@@ -278,7 +278,8 @@ def test_chaos_loses_nothing_and_counts_nothing_twice(cluster: Cluster, tmp_path
     # Every process the test did not kill is the one it started; every one the test restarted is alive.
     alive = {name: (proc.alive(), proc.pid, proc.incarnations) for name, proc in cluster.procs.items()}
     # A process that printed its fatal error but did not exit is as good as dead.
-    hung = {name: proc.fatal_line() for name, proc in cluster.procs.items() if proc.alive() and proc.fatal_line()}
+    hung = {name: proc.fatal_line() for name, proc in cluster.procs.items()
+            if proc.alive() and proc.fatal_line() and proc.wait_exit(HUNG_AFTER_S) is None}
     unscheduled = list(cluster.unscheduled)
 
     # The concept detector's n: stop the drift-detector cleanly, so its state is checkpointed to the end.

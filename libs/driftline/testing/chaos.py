@@ -176,6 +176,13 @@ class Process:
         except subprocess.TimeoutExpired:
             return None
 
+    def wait_exit(self, timeout_s: float) -> int | None:
+        """Its exit code once it exits within ``timeout_s``, else None (nothing is signalled)."""
+        try:
+            return self.popen.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
     def stop(self, timeout_s: float = 20.0) -> None:
         if self.alive() and self.signal(signal.SIGTERM, timeout_s) is None:
             self.signal(signal.SIGKILL, 10)
