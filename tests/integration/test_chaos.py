@@ -33,6 +33,7 @@ It prints the timeline and the counts. ``DRIFTLINE_CHAOS_EVENTS`` sets the numbe
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
@@ -212,8 +213,6 @@ def driftline(env: dict[str, str], *args: str) -> str:
 def concept_n(store: Store) -> dict[int, int]:
     """The concept detector's n per model version, from the drift-detector's checkpointed state."""
     _, rows = store.query("SELECT service, snapshot FROM service_state FINAL WHERE service LIKE 'drift-detector%'")
-    import base64
-
     n: Counter = Counter()
     for _service, snapshot in rows:
         data = json.loads(base64.b64decode(snapshot))

@@ -20,7 +20,6 @@ Nothing here sleeps in hope: every wait polls a condition until a deadline.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -611,7 +610,3 @@ class ChaosMonkey:
             thread.join(max(0.0, deadline - time.monotonic()))
         late = [t.name for t in self._threads if t.is_alive()]
         assert not late, f"chaos lanes not finished after {timeout_s:.0f}s: {late}"
-
-
-def json_dumps(data: Any) -> str:
-    return json.dumps(data, indent=2, sort_keys=True, default=str)
