@@ -204,8 +204,9 @@ class Feeder:
 
 
 def driftline(env: dict[str, str], *args: str) -> str:
+    """``driftline ARGS`` as a user types it, run in DRIFTLINE_HOME (never in the checkout)."""
     done = subprocess.run([sys.executable, "-m", "driftline.entry.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, cwd=env["DRIFTLINE_HOME"])
     assert done.returncode == 0, f"driftline {' '.join(args)}: exit {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
     return done.stdout
 
