@@ -45,7 +45,9 @@ def predictor(ctx: Context) -> PredictorService:
 def label_joiner(ctx: Context) -> LabelJoinerService:
     from driftline.services.label_joiner.service import LabelJoinerService
 
-    return LabelJoinerService.over_store(ctx.store, ctx.settings.label_ttl_ms, now_ms())
+    s = ctx.settings
+    return LabelJoinerService.over_store(ctx.store, s.label_ttl_ms, now_ms(), max_pending=s.label_max_pending,
+                                         joined_capacity=s.label_joined_memory)
 
 
 def drift_detector(ctx: Context) -> DriftDetectorService:
