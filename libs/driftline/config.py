@@ -102,11 +102,11 @@ class Settings(BaseSettings):
     label_joined_memory: int = Field(
         200_000, ge=1, description="Recent joins the label-joiner remembers; older ones are looked up in the store.")
     drift_dedupe_predictions: int = Field(
-        100_000, ge=1, description="Recent prediction ids the drift-detector remembers, so a republished batch "
+        50_000, ge=1, description="Recent prediction ids the drift-detector remembers, so a republished batch "
                                    "of predictions is not counted twice in its windows.")
     drift_dedupe_labeled: int = Field(
-        100_000, ge=1, description="Recent joined labels (model, event_id) the drift-detector remembers, so a "
-                                   "replayed `labeled` record is not counted twice (also bounded by label_ttl_ms).")
+        50_000, ge=1, description="Recent joined labels (model, event_id) the drift-detector remembers, so a "
+                                   "replayed `labeled` record is not counted twice.")
     drift_retire_after_ms: int = Field(
         3_600_000, ge=0, description="A version no longer receiving records for this long (wall time), once a "
                                      "newer version of its model is seen, is retired: its last partial window "

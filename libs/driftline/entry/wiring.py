@@ -62,7 +62,9 @@ def drift_detector(ctx: Context) -> DriftDetectorService:
                          reset_below=s.drift_reset_below, cooldown_ms=s.drift_cooldown_ms,
                          min_events=s.drift_min_events)
     detector = DriftDetector(profile_from_registry(ctx.registry), spec, policy,
-                             concept_method=s.concept_detectors, concept_params=s.concept_params)
+                             concept_method=s.concept_detectors, concept_params=s.concept_params,
+                             dedupe_predictions=s.drift_dedupe_predictions, dedupe_labeled=s.drift_dedupe_labeled,
+                             retire_after_ms=s.drift_retire_after_ms)
     return DriftDetectorService(detector)
 
 
