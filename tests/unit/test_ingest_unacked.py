@@ -42,8 +42,11 @@ def orders(start: int, n: int, seed: int = 3) -> tuple[pd.DataFrame, np.ndarray]
     return frame, np.where(rng.random(n) < 1 / (1 + np.exp(-z)), "returned", "kept").astype(object)
 
 
+STREAM = orders(0, 2000)  # the live stream, sliced: a re-sent slice is the same records
+
+
 def events(start: int, n: int) -> list[dict]:
-    frame, _ = orders(start, n)
+    frame = STREAM[0].iloc[start:start + n]
     return [{"model": MODEL, "event_id": f"order-{i}", "entity_id": f"shop-{i % 7}", "event_time": EPOCH_MS + i * 10,
              "numeric_features": {"basket_eur": float(row.basket_eur), "items": float(row.items)},
              "categorical_features": {"channel": row.channel}}
@@ -51,7 +54,7 @@ def events(start: int, n: int) -> list[dict]:
 
 
 def labels(start: int, n: int) -> list[dict]:
-    _, y = orders(start, n)
+    y = STREAM[1][start:start + n]
     return [{"model": MODEL, "event_id": f"order-{i}", "label": str(v)} for i, v in zip(range(start, start + n), y)]
 
 
