@@ -149,3 +149,21 @@ def test_a_retry_after_an_unacknowledged_request_counts_once_downstream(settings
         assert q("SELECT count() FROM dead_letters FINAL")[1] == [(0,)]
     finally:
         app.close()
+
+
+def test_non_finite_label_values_are_refused_per_record(store):
+    """A regression label's value must be finite: NaN and ±inf (JSON's NaN / Infinity tokens) are 422."""
+    from driftline.bus.memory import MemoryBus
+    from driftline.topics import ALL_TOPICS
+
+    bus = MemoryBus()
+    bus.create_topics({t: 1 for t in ALL_TOPICS})
+    regression = FeatureContract(numeric=("basket_eur",), categorical=(), task="regression")
+    gateway = IngestGateway(Ingest({"refund-eur": regression}.get), bus.producer(), Codec(registry_client(None)), store)
+    body = b'[{"model": "refund-eur", "event_id": "a", "value": NaN}, ' \
+           b'{"model": "refund-eur", "event_id": "b", "value": -Infinity}, ' \
+           b'{"model": "refund-eur", "event_id": "c", "value": 12.5}]'
+    status, answer = gateway.submit_body("labels", body)
+    assert status == 207 and answer["accepted_indexes"] == [2]
+    assert [(r["index"], r["status"]) for r in answer["rejected"]] == [(0, 422), (1, 422)]
+    assert all("finite" in r["errors"][0]["message"] for r in answer["rejected"])
