@@ -10,7 +10,7 @@ Examples
 --------
 >>> seen = RecentKeys(capacity=2)
 >>> [seen.add(k, now_ms=0) for k in ("a", "b", "a", "c", "a")]
-[True, True, False, True, False]
+[True, True, False, True, True]
 >>> "b" in seen, len(seen)
 (False, 2)
 >>> again = RecentKeys(capacity=2)
