@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -115,6 +115,65 @@ class Settings(BaseSettings):
         0.5, gt=0, description="First wait before retrying work that failed because a dependency was unreachable.")
     retry_backoff_max_s: float = Field(
         30.0, gt=0, description="Longest wait between two retries (the wait doubles up to this).")
+
+    # --- exactly-once where users count, and the memory it may use (issue 10, items 2-4) ---------
+    label_max_pending: int = Field(
+        100_000, ge=1, description="Most labels waiting for their prediction; beyond, a label is dead-lettered "
+                                   "as 'pending labels full' (with its bytes) instead of growing memory.")
+    label_joined_memory: int = Field(
+        200_000, ge=1, description="Recent joins the label-joiner remembers; older ones are looked up in the store.")
+    drift_dedupe_predictions: int = Field(
+        50_000, ge=1, description="Recent prediction ids the drift-detector remembers, so a republished batch "
+                                   "of predictions is not counted twice in its windows.")
+    drift_dedupe_labeled: int = Field(
+        50_000, ge=1, description="Recent joined labels (model, event_id) the drift-detector remembers, so a "
+                                   "replayed `labeled` record is not counted twice.")
+    drift_retire_after_ms: int = Field(
+        3_600_000, ge=0, description="A version no longer receiving records for this long (wall time), once a "
+                                     "newer version of its model is seen, is retired: its last partial window "
+                                     "is written and its state freed.")
+    ingest_deadline_s: float = Field(
+        10.0, gt=0, description="How long ingest waits for the bus to acknowledge a request's records before it "
+                                "answers 503 with the records still in flight (they may yet arrive; a retry is "
+                                "harmless).")
+
+    @field_validator("concept_detectors")
+    @classmethod
+    def _known_detectors(cls, detectors: dict[str, str]) -> dict[str, str]:
+        """A misspelt detector is refused when the settings load, not at the first joined label."""
+        if not detectors:
+            return detectors
+        from driftline.drift.detectors import METHODS, canonical_method
+
+        for model, method in detectors.items():
+            try:
+                canonical_method(method)
+            except ValueError:
+                raise ValueError(f"unknown concept drift detector {method!r} for model {model!r} "
+                                 f"(DRIFTLINE_CONCEPT_DETECTORS); choose one of {', '.join(sorted(METHODS))}") from None
+        return detectors
+
+    @model_validator(mode="after")
+    def _detector_params_fit(self) -> Settings:
+        """Each model's detector parameters are ones its detector takes, with values it accepts."""
+        if not self.concept_params:
+            return self
+        import inspect
+
+        from driftline.drift.detectors import METHODS, canonical_method
+
+        for model, params in self.concept_params.items():
+            method = canonical_method(self.concept_detectors.get(model, "ADWIN"))
+            accepted = [name for name in inspect.signature(METHODS[method]).parameters if name != "self"]
+            unknown = sorted(set(params) - set(accepted))
+            if unknown:
+                raise ValueError(f"concept_params for model {model!r}: {method} has no parameter "
+                                 f"{', '.join(map(repr, unknown))}; it takes {', '.join(accepted)}")
+            try:
+                METHODS[method](**params)
+            except Exception as exc:  # river checks its own values; say which model and detector
+                raise ValueError(f"concept_params for model {model!r}: {method}({params}) is refused: {exc}") from None
+        return self
 
     @property
     def resolved_store_dsn(self) -> str:

@@ -10,6 +10,19 @@ multiclass, the predicted value for regression), and the river detector reads
 the ``error`` of each joined label (0/1 for classification, absolute error for
 regression). A 0/1-only detector (DDM, EDDM, HDDM_*) configured for a model
 whose errors are not 0/1 is replaced by ADWIN, with a warning.
+
+Each record counts once. A predictor killed between its flush and its commit
+republishes a batch of predictions; a label-joiner killed likewise republishes
+its ``labeled`` records. The detector remembers the most recent champion
+``prediction_id``\ s and joined (model, event_id)s (bounded:
+:class:`~driftline.drift.recent.RecentKeys`, checkpointed with the rest of its
+state) and skips a record it has already counted, so the PSI windows, the
+coverage and the concept detector's ``n`` count each prediction and each joined
+label once.
+
+Memory is bounded per version too: a version that has received nothing for
+``retire_after_ms`` while a newer version of its model is monitored is retired,
+its open windows written as a last (partial) window first, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -35,6 +48,7 @@ from driftline.drift import (
     WindowSpec,
 )
 from driftline.drift.detectors import BINARY_METHODS
+from driftline.drift.recent import RecentKeys
 from driftline.timeutil import to_ms
 
 log = logging.getLogger(__name__)
@@ -85,18 +99,50 @@ class DriftDetector:
     coverage_horizon_ms
         Label coverage is reported for prediction windows this recent (event time);
         older windows are final and forgotten.
+    dedupe_predictions, dedupe_labeled
+        How many recent prediction ids and joined (model, event_id)s are remembered to
+        recognise a republished record.
+    retire_after_ms
+        Wall time without records after which a version superseded by a newer one is retired.
     """
 
     def __init__(self, profile_of: Callable[[str, int], ReferenceProfile | None], spec: WindowSpec,
                  policy: AlertPolicy, concept_method: dict[str, str] | None = None,
-                 concept_params: dict[str, dict] | None = None, coverage_horizon_ms: int = 86_400_000):
+                 concept_params: dict[str, dict] | None = None, coverage_horizon_ms: int = 86_400_000,
+                 dedupe_predictions: int = 50_000, dedupe_labeled: int = 50_000,
+                 retire_after_ms: int = 3_600_000):
         self.profile_of = profile_of
         self.spec = spec
         self.policy = policy
         self.concept_method = concept_method or {}
         self.concept_params = concept_params or {}
         self.coverage_horizon_ms = coverage_horizon_ms
+        self.retire_after_ms = retire_after_ms
         self._versions: dict[Key, _VersionState | None] = {}
+        self._last_seen: dict[Key, int] = {}  # (model, version) -> wall time (ms) of its latest record
+        self._seen_predictions = RecentKeys(dedupe_predictions)
+        self._seen_labeled = RecentKeys(dedupe_labeled)
+        self.skipped = {"predictions": 0, "labeled": 0}  # records recognised as already counted
+
+    def _first_time(self, records: list[dict[str, Any]], seen: RecentKeys, key_of, stream: str) -> list[dict]:
+        """The champion records not counted before (nor earlier in this batch). They are remembered
+        only by :meth:`_remember`, once the batch is handled: a batch that fails is not half-remembered."""
+        fresh, in_batch = [], set()
+        for r in records:
+            if r["role"] != "champion":
+                continue
+            key = key_of(r)
+            if key in seen or key in in_batch:
+                self.skipped[stream] += 1
+                continue
+            in_batch.add(key)
+            fresh.append(r)
+        return fresh
+
+    def _remember(self, records: list[dict[str, Any]], seen: RecentKeys, key_of, now_ms: int) -> None:
+        for r in records:
+            seen.add(key_of(r), now_ms)
+            self._last_seen[(r["model"], r["model_version"])] = now_ms
 
     def _state(self, key: Key) -> _VersionState | None:
         if key not in self._versions:
@@ -128,6 +174,7 @@ class DriftDetector:
 
     def observe_predictions(self, predictions: list[dict[str, Any]], now_ms: int) -> DriftOutput:
         out = DriftOutput()
+        predictions = self._first_time(predictions, self._seen_predictions, _prediction_key, "predictions")
         for key, state, group in self._champion_groups(predictions):
             times = np.fromiter((to_ms(p["event_time"]) for p in group), np.int64, len(group))
             state.coverage.add_predictions(times)
@@ -142,7 +189,29 @@ class DriftDetector:
                     out.requests.append(decision)
                 out.metric_rows.extend(self._coverage_rows(key, state, now_ms))
                 state.coverage.evict(before_ms=(stats.time_ms or 0) - self.coverage_horizon_ms)
+        self._remember(predictions, self._seen_predictions, _prediction_key, now_ms)
+        self._retire(out, now_ms)
         return out
+
+    def _retire(self, out: DriftOutput, now_ms: int) -> None:
+        """Free the state of versions superseded by a newer one and idle for ``retire_after_ms``,
+        writing their open windows first (as partial windows: nothing they counted is lost)."""
+        newest: dict[str, int] = {}
+        for model, version in self._versions:
+            newest[model] = max(newest.get(model, version), version)
+        for key in [k for k in self._versions if k[1] < newest[k[0]]
+                    and now_ms - self._last_seen.get(k, now_ms) >= self.retire_after_ms]:
+            state = self._versions.pop(key)
+            self._last_seen.pop(key, None)
+            self.policy.forget(*key)
+            if state is None:
+                continue
+            for window in state.counter.flush():
+                for signal in window.stats(state.counter.profile).to_signals():
+                    out.metric_rows.append(_row(key, signal, now_ms))
+            out.metric_rows.extend(self._coverage_rows(key, state, now_ms))
+            log.warning("%s v%s retired: no records for %d ms and a newer version is monitored", *key,
+                        self.retire_after_ms)
 
     def _coverage_rows(self, key: Key, state: _VersionState, now_ms: int, starts: set[int] | None = None) -> list[dict]:
         """Coverage rows of the open coverage windows (or those starting at ``starts``)."""
@@ -163,6 +232,7 @@ class DriftDetector:
 
     def observe_labeled(self, labeled: list[dict[str, Any]], now_ms: int) -> DriftOutput:
         out = DriftOutput()
+        labeled = self._first_time(labeled, self._seen_labeled, _labeled_key, "labeled")
         for key, state, group in self._champion_groups(labeled):
             times = np.fromiter((to_ms(r["event_time"]) for r in group), np.int64, len(group))
             state.coverage.add_labels(times, np.array([to_ms(r["label_time"]) for r in group], dtype=np.int64))
@@ -185,6 +255,7 @@ class DriftDetector:
                 decision = self.policy.observe_concept(key[0], key[1], state.detector.method, index, at)
                 if decision is not None:
                     out.requests.append(decision)
+        self._remember(labeled, self._seen_labeled, _labeled_key, now_ms)
         return out
 
     # -- state -----------------------------------------------------------------------------
@@ -195,7 +266,10 @@ class DriftDetector:
              "detector": base64.b64encode(s.detector.snapshot()).decode(), "coverage": s.coverage.snapshot()}
             for (m, v), s in self._versions.items() if s is not None
         ]
-        return json.dumps({"format": 1, "policy": self.policy.snapshot(), "versions": versions}).encode()
+        return json.dumps({"format": 1, "policy": self.policy.snapshot(), "versions": versions,
+                           "seen_predictions": self._seen_predictions.snapshot(),
+                           "seen_labeled": self._seen_labeled.snapshot(),
+                           "last_seen": [[m, v, t] for (m, v), t in self._last_seen.items()]}).encode()
 
     def restore(self, snapshot: bytes) -> None:
         data = json.loads(snapshot)
@@ -208,6 +282,18 @@ class DriftDetector:
             state.counter.restore(item["counter"])
             state.detector.restore(base64.b64decode(item["detector"]))
             state.coverage.restore(item["coverage"])
+        # Snapshots written before these keys existed restore without them.
+        self._seen_predictions.restore(data.get("seen_predictions", []))
+        self._seen_labeled.restore(data.get("seen_labeled", []))
+        self._last_seen = {(m, v): t for m, v, t in data.get("last_seen", [])}
+
+
+def _prediction_key(record: dict[str, Any]) -> str:
+    return record["prediction_id"]
+
+
+def _labeled_key(record: dict[str, Any]) -> tuple[str, str]:
+    return record["model"], record["event_id"]
 
 
 def _by_version(records) -> dict[Key, list[dict[str, Any]]]:

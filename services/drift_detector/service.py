@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from prometheus_client import Counter
+
 from driftline import telemetry
 from driftline.drift import ReferenceProfile
 from driftline.registry import RegistryError
@@ -12,6 +14,11 @@ from driftline.runner import Incoming, Output
 from driftline.timeutil import to_datetime
 from driftline.topics import DRIFT, LABELED, PREDICTIONS, RETRAIN
 from driftline.services.drift_detector.logic import DriftDetector, DriftOutput
+
+
+ALREADY_COUNTED = Counter(
+    "driftline_drift_already_counted", "Records the drift-detector skipped because it had counted them already "
+    "(a republished batch of predictions, a replayed `labeled` record), by topic.", ["topic"])
 
 
 def profile_from_registry(registry: Any):
@@ -39,10 +46,13 @@ class DriftDetectorService:
         out = Output()
         predictions = [item.record for item in batch if item.topic == PREDICTIONS]
         labeled = [item.record for item in batch if item.topic == LABELED]
+        skipped_before = dict(self.detector.skipped)
         for result in (self.detector.observe_predictions(predictions, now_ms),
                        self.detector.observe_labeled(labeled, now_ms)):
             self._emit(result, out)
             telemetry.observe_drift(result.metric_rows, result.signals, result.requests, self._newest_coverage)
+        for stream, topic in (("predictions", PREDICTIONS), ("labeled", LABELED)):
+            ALREADY_COUNTED.labels(topic).inc(self.detector.skipped[stream] - skipped_before[stream])
         return out
 
     @staticmethod

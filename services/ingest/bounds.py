@@ -52,6 +52,9 @@ class Bounds:
         1900-01-01. Label times are not held to it.
     max_abs_number
         Largest magnitude of a number anywhere in a record; None: any finite float.
+    deadline_s
+        How long one request waits for the bus to acknowledge its records; past it, the
+        records still unacknowledged are answered 503 as in flight (not as refused).
     """
 
     max_body_bytes: int = 16 << 20
@@ -63,6 +66,7 @@ class Bounds:
     max_future_ms: int = _DAY_MS
     max_past_ms: int | None = 3653 * _DAY_MS
     max_abs_number: float | None = None
+    deadline_s: float = 10.0
 
     @classmethod
     def from_settings(cls, settings: Any) -> Bounds:

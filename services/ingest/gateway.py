@@ -15,9 +15,15 @@ both win the same event_id):
    nothing has been published yet and the whole request answers 503);
 4. publish the records, one by one; after the first :class:`~driftline.bus.BusFull`
    the rest of the batch is not tried (it would only wait on a full bus) and every
-   record not published is answered 503 and dead-lettered; then flush — if the bus
-   cannot confirm delivery, every record of the request is reported not accepted
-   (it may still have arrived: a retry is then a harmless duplicate downstream);
+   record not published is answered 503 and dead-lettered; then wait for the bus to
+   acknowledge them, within the request's deadline (``Bounds.deadline_s``). Records
+   whose delivery failed outright are produced again while time is left. Records
+   still unacknowledged at the deadline are answered 503 **in flight**: not refused,
+   not dead-lettered, since the producer keeps delivering them after the answer. A
+   client retry is harmless: predictions are keyed by ``prediction_id`` (the
+   predictor scores a repeated event into the same id, which the ``predictions``
+   table and the drift-detector count once) and the label join is idempotent on
+   (model, event_id);
 5. write those dead letters and, for events, the accepted (model, event_id, digest)s;
 6. copy the dead letters to the ``dlq`` topic, best effort: the table is the record
    that counts, and a full ``dlq`` topic must not lose them or fail the request.
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +45,7 @@ from driftline import telemetry
 from driftline.bus import BusFull, Producer
 from driftline.codec import Codec
 from driftline.deadletter import dead_letter, dead_letter_row
+from driftline.failure import is_transient
 from driftline.store import Store
 from driftline.timeutil import now_ms, to_datetime
 from driftline.topics import DLQ, FEATURES, LABELS, RECORD_OF_TOPIC
@@ -62,6 +70,10 @@ class StoreUnavailable(RuntimeError):
     """The store could not be read or written before anything was published: retry the request."""
 
 
+class RegistryUnavailable(RuntimeError):
+    """The registry could not say what a model's contract is, before anything was published: retry."""
+
+
 @dataclass
 class IngestResult:
     """What happened to every record of one request.
@@ -76,6 +88,9 @@ class IngestResult:
         Indexes of byte-identical retries of events accepted before (not published again).
     rejected
         Every other record, with its status and errors; each one is in ``dead_letters``.
+    in_flight
+        Indexes (and event ids) of records handed to the bus and not acknowledged by the
+        deadline: they may still arrive. Not dead-lettered; a retry is harmless.
     body_error
         Set when the body as a whole was refused (no records).
     """
@@ -84,6 +99,7 @@ class IngestResult:
     accepted: list[int] = field(default_factory=list)
     already_accepted: list[tuple[int, str]] = field(default_factory=list)  # (index, event_id)
     rejected: list[Rejection] = field(default_factory=list)
+    in_flight: list[tuple[int, str]] = field(default_factory=list)  # (index, event_id)
     body_error: BodyRejected | None = None
 
 
@@ -141,6 +157,8 @@ class IngestGateway:
             result = self._submit_body(topic, body)
         except StoreUnavailable as exc:
             return 503, _refusal(503, f"the store is unavailable, nothing was accepted; retry: {exc}")
+        except RegistryUnavailable as exc:
+            return 503, _refusal(503, f"the registry is unavailable, nothing was accepted; retry: {exc}")
         return status_of(result), response_of(result)
 
     def _submit_body(self, topic: str, body: bytes) -> IngestResult:
@@ -160,30 +178,40 @@ class IngestGateway:
 
     def _submit(self, topic: str, records: list[RawRecord]) -> IngestResult:
         with self._lock:
-            validation = self.ingest.events(records) if topic == FEATURES else self.ingest.labels(records)
+            deadline = time.monotonic() + self.bounds.deadline_s
+            try:
+                validation = self.ingest.events(records) if topic == FEATURES else self.ingest.labels(records)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                raise RegistryUnavailable(str(exc)) from exc
             result = IngestResult(total=len(records), rejected=list(validation.rejected))
             encoded = self._encode(topic, validation.candidates, result)
             plan = self._apply_duplicate_policy(encoded, result) if topic == FEATURES else _Plan(encoded)
             dead_before = self._dead_letters(topic, result.rejected)
             self._store_dead(dead_before)  # raises StoreUnavailable while nothing is published yet
             known = len(result.rejected)
-            published = self._publish(topic, plan.to_publish, result)
+            published = self._publish(topic, plan.to_publish, result, deadline)
+            in_flight = {index for index, _ in result.in_flight}
             for index, first in plan.repeats.items():
                 candidate = plan.repeated[index]
                 if first in published:
                     result.already_accepted.append((index, candidate.record["event_id"]))
+                elif first in in_flight:
+                    result.in_flight.append((index, candidate.record["event_id"]))
                 else:
                     result.rejected.append(_refused(candidate, f"record {first} of this batch, identical to it, "
                                                                "was not accepted"))
             dead_after = self._dead_letters(topic, result.rejected[known:])
             self._keep_after_publish(dead_after, [(plan.keys[i], plan.digests[i]) for i in sorted(published)
                                                   if i in plan.digests])
-            self._copy_to_dlq(dead_before + dead_after)
+            self._copy_to_dlq(dead_before + dead_after, deadline)
         result.accepted.sort()
+        result.in_flight.sort()
         result.rejected.sort(key=lambda r: r.index)
         result.already_accepted.sort()
         telemetry.observe_ingest(topic, len(result.accepted), len(result.already_accepted),
-                                 [r.status for r in result.rejected])
+                                 [r.status for r in result.rejected] + [503] * len(result.in_flight))
         return result
 
     def _encode(self, topic: str, candidates: list[Candidate], result: IngestResult) -> list[_Encoded]:
@@ -238,8 +266,9 @@ class IngestGateway:
                 found.setdefault((model, event_id), digest)  # rows come oldest first: the first wins
         return found
 
-    def _publish(self, topic: str, encoded: list[_Encoded], result: IngestResult) -> set[int]:
-        """Produce ``encoded`` in order; the indexes that reached the topic. Refusals become rejections."""
+    def _publish(self, topic: str, encoded: list[_Encoded], result: IngestResult, deadline: float) -> set[int]:
+        """Produce ``encoded`` in order; the indexes the bus acknowledged by ``deadline``. Refusals
+        become rejections; records still unacknowledged at the deadline go to ``result.in_flight``."""
         produced: list[_Encoded] = []
         for position, item in enumerate(encoded):
             try:
@@ -253,16 +282,43 @@ class IngestGateway:
                 result.rejected.append(_refused(item.candidate, f"the bus refused the record: {exc}"))
                 continue
             produced.append(item)
-        try:
-            self.producer.flush()
-        except Exception as exc:
-            log.error("ingest: %s did not confirm %d records: %s", topic, len(produced), exc)
-            result.rejected.extend(_refused(e.candidate, f"the bus did not confirm delivery ({exc}); "
-                                                         "it may or may not have arrived") for e in produced)
+        if not self._acknowledged(topic, produced, deadline):
+            result.in_flight.extend((e.candidate.index, e.candidate.record["event_id"]) for e in produced)
             return set()
         indexes = {e.candidate.index for e in produced}
         result.accepted.extend(indexes)
         return indexes
+
+    def _acknowledged(self, topic: str, produced: list[_Encoded], deadline: float) -> bool:
+        """Wait until the bus acknowledges ``produced``, at most until ``deadline``.
+
+        A flush that fails with records still queued means the bus is away or slow: they stay
+        with the producer, which goes on delivering them. A flush that fails with nothing left
+        queued means deliveries failed outright: the records are produced again while time is
+        left (one that did arrive becomes a duplicate the consumers count once).
+        """
+        while True:
+            try:
+                self.producer.flush(max(0.0, deadline - time.monotonic()))
+                return True
+            except Exception as exc:
+                failure = exc
+            try:
+                self.producer.flush(0.0)
+            except Exception:  # still queued: in flight
+                break
+            if time.monotonic() >= deadline:
+                break
+            log.warning("ingest: %s refused %d records (%s); producing them again", topic, len(produced), failure)
+            try:
+                for item in produced:
+                    self.producer.produce(topic, item.value, key=item.key)
+            except Exception as exc:  # a full or failing bus: what was produced may still arrive
+                failure = exc
+                break
+        log.error("ingest: %d records on %s not acknowledged within %.1fs (%s); answered as in flight",
+                  len(produced), topic, self.bounds.deadline_s, failure)
+        return False
 
     def _keep_after_publish(self, dead: list[dict[str, Any]], accepted: list[tuple[tuple[str, str], str]]) -> None:
         """Dead letters of what the bus refused, and the (model, event_id, digest) of what it took.
@@ -294,13 +350,15 @@ class IngestGateway:
         except Exception as exc:
             raise StoreUnavailable(f"cannot write dead_letters: {exc}") from exc
 
-    def _copy_to_dlq(self, dead: list[dict[str, Any]]) -> None:
+    def _copy_to_dlq(self, dead: list[dict[str, Any]], deadline: float | None = None) -> None:
         if not dead:
             return
         try:
             for record in dead:
                 self.dlq_producer.produce(DLQ, self.codec.encode(DLQ, record), key=record["dead_letter_id"].encode())
-            self.dlq_producer.flush()
+            # Within what is left of the request's deadline: a dlq copy never holds the answer up.
+            self.dlq_producer.flush(self.bounds.deadline_s if deadline is None
+                                    else max(0.0, deadline - time.monotonic()))
         except Exception as exc:  # BusFull or a broker error: dead_letters holds them all
             log.warning("ingest: %d dead letters kept in dead_letters but not copied to %s: %s", len(dead), DLQ, exc)
 
@@ -317,16 +375,19 @@ def _refused(candidate: Candidate, message: str) -> Rejection:
 
 def _refusal(status: int, message: str) -> dict[str, Any]:
     """The answer when the request as a whole is refused."""
-    return {"accepted": 0, "accepted_indexes": [], "already_accepted": [],
+    return {"accepted": 0, "accepted_indexes": [], "already_accepted": [], "in_flight": [],
             "rejected": [{"index": None, "event_id": None, "status": status,
                           "errors": [{"field": "(body)", "message": message}]}]}
 
 
 def status_of(result: IngestResult) -> int:
     """200 all accepted (or already accepted), 207 some, 503 none because the bus refused,
-    422 none because every record was refused for itself; a refused body keeps its own status."""
+    422 none because every record was refused for itself; a refused body keeps its own status.
+    503 too whenever records are in flight: the client should send them again (harmlessly)."""
     if result.body_error is not None:
         return result.body_error.status
+    if result.in_flight:
+        return 503
     if not result.rejected:
         return 200
     if result.accepted or result.already_accepted:
@@ -344,6 +405,10 @@ def response_of(result: IngestResult) -> dict[str, Any]:
         "accepted": len(result.accepted),
         "accepted_indexes": result.accepted,
         "already_accepted": [{"index": i, "event_id": e} for i, e in result.already_accepted],
+        "in_flight": [{"index": i, "event_id": _printable(e)} for i, e in result.in_flight],
+        **({"in_flight_detail": "these records were handed to the bus and not acknowledged in time; they may "
+                                "still arrive. Send them again after Retry-After seconds: a retry is counted once."}
+           if result.in_flight else {}),
         "rejected": [
             {"index": r.index, "event_id": _printable(r.event_id), "status": r.status,
              "errors": [{"field": _printable(e["field"]), "message": _printable(e["message"])} for e in r.errors]}

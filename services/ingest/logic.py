@@ -145,6 +145,13 @@ def no_champion_message(model: str) -> str:
             f"(or promote a registered version: `driftline model promote {model} VERSION --reason ...`)")
 
 
+def unknown_model_message(model: str) -> str:
+    """Why a label for a model without a champion is refused."""
+    return (f"unknown model {model!r}: the registry has no champion for it, so no prediction to join this "
+            f"label with; register it first (`driftline model register {model} --data FILE --target COL "
+            "--champion`) and send labels for the events it scored")
+
+
 def contract_problems(model: str, contract: FeatureContract, numeric: dict[str, Any],
                       categorical: dict[str, Any]) -> list[tuple[str, str]]:
     """The contract's problems with an event; a feature it does not know is answered with the
@@ -213,6 +220,9 @@ class Ingest:
         regression = contract is not None and contract.task == "regression"
         value, problems = (_regression_value(label) if regression
                            else _classification_value(label, contract is not None))
+        if contract is None:
+            # No champion, so no prediction to join it with: it would only wait out the label TTL.
+            problems = [("model", unknown_model_message(label.model))]
         if label.label is None:
             # repr round-trips the float exactly (driftline.models.value_label, without importing sklearn here)
             text = repr(float(value)) if value is not None else ""

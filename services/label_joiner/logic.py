@@ -1,4 +1,5 @@
-"""Label-joiner: match each label with its champion prediction, however late or early it arrives.
+"""Label-joiner: match each label with its champion prediction, however late or early it arrives,
+and join each (model, event_id) once.
 
 - A label that arrives after its prediction (seconds or hours later) is joined
   from a bounded cache of recent predictions or, failing that, from the store
@@ -6,9 +7,32 @@
 - A label that arrives before its prediction waits in ``pending`` until the
   prediction comes or ``label_ttl_ms`` passes; then it is logged as unmatched
   with the reason. Pending labels are also written to the store, so a restarted
-  joiner picks them up again (:meth:`LabelJoiner.restore_pending`).
+  joiner picks them up again (:meth:`LabelJoiner.restore_pending`). At most
+  ``max_pending`` labels wait; a label beyond that is refused ("pending labels
+  full") for the service to dead-letter with its bytes.
 
-Pure logic: the runner supplies ``lookup`` and does the I/O.
+Idempotent on (model, event_id): the first label joined for an event is the
+event's label. The joiner knows what it joined from a bounded memory of recent
+joins and, for older ones, the store (``joined_lookup``: ``labels FINAL WHERE
+status = 'joined'``, one query per model per batch). What arrives again for a
+joined event:
+
+- **the same bus record again** (a replay: the joiner died after publishing
+  ``labeled`` and before committing its offsets) is joined again *identically*:
+  the same ``labeled`` record and label row, which its consumers count once.
+  A replay is told apart from a re-send by the record's bus position
+  (topic/partition/offset), kept with each join (the label row's ``source``);
+- **another label with the same class or value** (a client retry) is absorbed:
+  no row, no ``labeled``; counted in :attr:`JoinOutput.retries`;
+- **another label with a different class or value** is refused as a
+  ``"duplicate label"`` (the first wins: by then the first may be counted in
+  the error stream, and a second ``labeled`` would count the event twice). The
+  service dead-letters it with its bytes, so the conflict is visible.
+
+The same holds for a label still pending: the first waits, a second is absorbed
+or refused.
+
+Pure logic: the runner supplies ``lookup`` and ``joined_lookup`` and does the I/O.
 """
 
 from __future__ import annotations
@@ -22,8 +46,31 @@ from driftline.timeutil import to_datetime, to_ms
 
 STATUS_RANK = {"pending": 0, "unmatched": 1, "joined": 2}
 
-#: (model, event_id) -> the champion prediction fields a join needs.
+#: (model, event_ids) -> {event_id: the champion prediction fields a join needs}.
 Lookup = Callable[[str, list[str]], dict[str, dict[str, Any]]]
+#: (model, event_ids) -> {event_id: the joined label row: label, value, label_time, source}.
+JoinedLookup = Callable[[str, list[str]], dict[str, dict[str, Any]]]
+
+Key = tuple[str, str]  # (model, event_id)
+
+#: Reasons a label is refused (dead-lettered by the service), as metric categories.
+DUPLICATE_LABEL = "duplicate_label"
+PENDING_FULL = "pending_full"
+
+
+def position(topic: str, partition: int, offset: int) -> str:
+    """Where a record sits on the bus, as kept in a label row's ``source``: ``topic/partition/offset``."""
+    return f"{topic}/{partition}/{offset}"
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A label the joiner will not take: the service dead-letters it with its bytes."""
+
+    label: dict[str, Any]
+    source: str | None  # its bus position (None when the caller gave none)
+    reason: str
+    category: str  # DUPLICATE_LABEL or PENDING_FULL
 
 
 @dataclass
@@ -31,6 +78,15 @@ class JoinOutput:
     prediction_rows: list[dict[str, Any]] = field(default_factory=list)
     label_rows: list[dict[str, Any]] = field(default_factory=list)
     labeled: list[dict[str, Any]] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)
+    retries: int = 0  # labels equal to one joined (or pending) before: absorbed
+    replays: int = 0  # records seen again at the position that joined them: joined again identically
+
+
+@dataclass(frozen=True)
+class _Joined:
+    label: dict[str, Any]  # model, event_id, label, value, label_time of the label that joined
+    source: str  # bus position of the record whose handling made the join
 
 
 def prediction_row(p: dict[str, Any]) -> dict[str, Any]:
@@ -50,6 +106,15 @@ def misclassification(prediction: dict[str, Any], label: dict[str, Any]) -> floa
     return 0.0 if prediction["predicted_label"] == label["label"] else 1.0
 
 
+def _same_truth(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two labels saying the same thing about an event (their label times may differ: ingest
+    stamps a label without one when it arrives, so a client retry gets a later time)."""
+    value_a, value_b = a.get("value"), b.get("value")
+    same_value = (value_a is None and value_b is None) or (
+        value_a is not None and value_b is not None and float(value_a) == float(value_b))
+    return str(a["label"]) == str(b["label"]) and same_value
+
+
 class LabelJoiner:
     """
     Parameters
@@ -60,68 +125,158 @@ class LabelJoiner:
         How long an early label waits for its prediction before it is logged as unmatched.
     recent_capacity
         Champion predictions kept in memory for fast joins.
+    joined_lookup
+        Finds labels joined earlier and no longer remembered: ``(model, event_ids) -> {event_id: row}``
+        (``label``, ``value``, ``label_time``, ``source``). None: only the joins remembered count.
+    joined_capacity
+        Recent joins kept in memory (older ones are asked of ``joined_lookup``).
+    max_pending
+        Most labels waiting for their prediction; a label beyond is refused as ``"pending labels full"``.
     """
 
-    def __init__(self, lookup: Lookup, label_ttl_ms: int = 3_600_000, recent_capacity: int = 200_000):
+    def __init__(self, lookup: Lookup, label_ttl_ms: int = 3_600_000, recent_capacity: int = 200_000,
+                 joined_lookup: JoinedLookup | None = None, joined_capacity: int = 200_000,
+                 max_pending: int = 100_000):
         self.lookup = lookup
+        self.joined_lookup = joined_lookup
         self.label_ttl_ms = label_ttl_ms
         self.recent_capacity = recent_capacity
-        self._recent: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
-        self.pending: dict[tuple[str, str], tuple[dict[str, Any], int]] = {}  # key -> (label, deadline ms)
+        self.joined_capacity = joined_capacity
+        self.max_pending = max_pending
+        self._recent: OrderedDict[Key, dict[str, Any]] = OrderedDict()
+        self._joined: OrderedDict[Key, _Joined] = OrderedDict()
+        self.pending: dict[Key, tuple[dict[str, Any], int, str]] = {}  # key -> (label, deadline ms, source)
 
-    def process(self, predictions: list[dict[str, Any]], labels: list[dict[str, Any]], now_ms: int) -> JoinOutput:
+    def process(self, predictions: list[dict[str, Any]], labels: list[dict[str, Any]], now_ms: int,
+                prediction_sources: list[str] | None = None, label_sources: list[str] | None = None) -> JoinOutput:
+        """Join a batch. ``*_sources`` are the records' bus positions (:func:`position`), in order;
+        without them every record counts as new to the bus (no replay is recognised)."""
         out = JoinOutput(prediction_rows=[prediction_row(p) for p in predictions])
-        for p in predictions:
+        prediction_sources = prediction_sources or [None] * len(predictions)
+        label_sources = label_sources or [None] * len(labels)
+        for p, source in zip(predictions, prediction_sources):
             if p["role"] != "champion":
                 continue
             key = (p["model"], p["event_id"])
             self._remember(key, p)
             waiting = self.pending.pop(key, None)
             if waiting is not None:
-                self._join(out, waiting[0], p, now_ms)
-        unresolved = []
-        for label in labels:
-            key = (label["model"], label["event_id"])
-            if key in self._recent:
-                self._join(out, label, self._recent[key], now_ms)
-            else:
-                unresolved.append(label)
-        self._resolve_from_store(out, unresolved, now_ms)
+                self._join(out, waiting[0], p, now_ms, source or "")
+            elif source is not None and (joined := self._joined.get(key)) is not None and joined.source == source:
+                # The prediction that joined this label, replayed: the same join, the same record.
+                out.replays += 1
+                self._join(out, joined.label, p, now_ms, source)
+        self._load_joined([label for label in labels if self._key(label) not in self._joined
+                           and self._key(label) not in self.pending])
+        wanted = [label for label, source in zip(labels, label_sources)
+                  if self._key(label) not in self._recent and self._key(label) not in self.pending
+                  and (self._key(label) not in self._joined
+                       or (source is not None and self._joined[self._key(label)].source == source))]
+        found = self._find_predictions(wanted)
+        for label, source in zip(labels, label_sources):
+            self._label(out, label, source, found, now_ms)
         self._expire(out, now_ms)
         return out
 
     def restore_pending(self, labels: list[dict[str, Any]], now_ms: int) -> None:
         """Labels the store says are pending; each gets a fresh TTL from ``now_ms``."""
         for label in labels:
-            self.pending[(label["model"], label["event_id"])] = (label, now_ms + self.label_ttl_ms)
+            self.pending[self._key(label)] = (label, now_ms + self.label_ttl_ms, label.get("source") or "")
 
-    def _resolve_from_store(self, out: JoinOutput, labels: list[dict[str, Any]], now_ms: int) -> None:
-        by_model: dict[str, list[dict[str, Any]]] = {}
-        for label in labels:
-            by_model.setdefault(label["model"], []).append(label)
-        for model, group in by_model.items():
-            found = self.lookup(model, [label["event_id"] for label in group])
-            for label in group:
-                prediction = found.get(label["event_id"])
-                if prediction is not None:
-                    self._join(out, label, prediction, now_ms)
-                else:
-                    self.pending[(model, label["event_id"])] = (label, now_ms + self.label_ttl_ms)
-                    out.label_rows.append(self._label_row(label, "pending", "waiting for its prediction", now_ms))
+    def restore_joined(self, rows: list[dict[str, Any]]) -> None:
+        """Recent joins the store holds (``label``, ``value``, ``label_time``, ``source``), oldest first:
+        a replay of the records that made them is then recognised after a restart."""
+        for row in rows:
+            self._remember_join(self._key(row), row, row.get("source") or "")
+
+    @staticmethod
+    def _key(record: dict[str, Any]) -> Key:
+        return record["model"], record["event_id"]
+
+    def _label(self, out: JoinOutput, label: dict[str, Any], source: str | None,
+               found: dict[Key, dict[str, Any]], now_ms: int) -> None:
+        key = self._key(label)
+        joined = self._joined.get(key)
+        if joined is not None:
+            if source is not None and joined.source == source:
+                prediction = self._recent.get(key) or found.get(key)
+                if prediction is not None:  # the prediction is always found: it was joined once
+                    out.replays += 1
+                    self._join(out, label, prediction, now_ms, source)
+                    return
+            self._again(out, label, source, joined.label, "was joined")
+            return
+        waiting = self.pending.get(key)
+        if waiting is not None:
+            if source is None or waiting[2] != source:
+                self._again(out, label, source, waiting[0], "is waiting for its prediction")
+            return  # the same pending label replayed: it already waits
+        prediction = self._recent.get(key) or found.get(key)
+        if prediction is not None:
+            self._join(out, label, prediction, now_ms, source or "")
+        elif len(self.pending) >= self.max_pending:
+            out.refused.append(Refused(label, source, (
+                f"pending labels full: {self.max_pending} labels already wait for their predictions "
+                f"(DRIFTLINE_LABEL_MAX_PENDING); send event {label['event_id']!r}'s label again once its "
+                "prediction exists"), PENDING_FULL))
+        else:
+            self.pending[key] = (label, now_ms + self.label_ttl_ms, source or "")
+            row = self._label_row(label, "pending", "waiting for its prediction", now_ms)
+            row["source"] = source or ""
+            out.label_rows.append(row)
+
+    def _again(self, out: JoinOutput, label: dict[str, Any], source: str | None, first: dict[str, Any],
+               state: str) -> None:
+        """A second label for an event: a retry of the first is absorbed, a different one refused."""
+        if _same_truth(label, first):
+            out.retries += 1
+            return
+        shown = first["value"] if first.get("value") is not None else first["label"]
+        mine = label["value"] if label.get("value") is not None else label["label"]
+        out.refused.append(Refused(label, source, (
+            f"duplicate label for event {label['event_id']!r} of model {label['model']!r}: {mine!r} arrived after "
+            f"{shown!r}, which {state}; the first label wins"), DUPLICATE_LABEL))
+
+    def _load_joined(self, labels: list[dict[str, Any]]) -> None:
+        """Ask the store which of these events were joined before: one query per model."""
+        if self.joined_lookup is None:
+            return
+        for model, event_ids in _ids_by_model(labels).items():
+            for event_id, row in self.joined_lookup(model, event_ids).items():
+                self._remember_join((model, event_id), {**row, "model": model, "event_id": event_id},
+                                    row.get("source") or "")
+
+    def _find_predictions(self, labels: list[dict[str, Any]]) -> dict[Key, dict[str, Any]]:
+        found: dict[Key, dict[str, Any]] = {}
+        for model, event_ids in _ids_by_model(labels).items():
+            for event_id, prediction in self.lookup(model, event_ids).items():
+                found[(model, event_id)] = prediction
+        return found
 
     def _expire(self, out: JoinOutput, now_ms: int) -> None:
-        expired = [key for key, (_, deadline) in self.pending.items() if deadline <= now_ms]
+        expired = [key for key, (_, deadline, _) in self.pending.items() if deadline <= now_ms]
         for key in expired:
-            label, _ = self.pending.pop(key)
+            label, _, source = self.pending.pop(key)
             reason = f"no prediction for event {label['event_id']!r} of model {label['model']!r} within {self.label_ttl_ms} ms"
-            out.label_rows.append(self._label_row(label, "unmatched", reason, now_ms))
+            row = self._label_row(label, "unmatched", reason, now_ms)
+            row["source"] = source
+            out.label_rows.append(row)
 
-    def _remember(self, key: tuple[str, str], prediction: dict[str, Any]) -> None:
+    def _remember(self, key: Key, prediction: dict[str, Any]) -> None:
         self._recent[key] = prediction
         if len(self._recent) > self.recent_capacity:
             self._recent.popitem(last=False)
 
-    def _join(self, out: JoinOutput, label: dict[str, Any], prediction: dict[str, Any], now_ms: int) -> None:
+    def _remember_join(self, key: Key, label: dict[str, Any], source: str) -> None:
+        self._joined[key] = _Joined({k: label.get(k) for k in ("model", "event_id", "label", "value", "label_time")},
+                                    source)
+        self._joined.move_to_end(key)
+        if len(self._joined) > self.joined_capacity:
+            self._joined.popitem(last=False)
+
+    def _join(self, out: JoinOutput, label: dict[str, Any], prediction: dict[str, Any], now_ms: int,
+              source: str) -> None:
+        self._remember_join(self._key(label), label, source)
         error = misclassification(prediction, label)
         out.labeled.append(
             {
@@ -142,7 +297,7 @@ class LabelJoiner:
         )
         row = self._label_row(label, "joined", "", now_ms)
         row.update(model_version=prediction["model_version"], predicted_label=prediction["predicted_label"],
-                   error=error, event_time=to_datetime(to_ms(prediction["event_time"])))
+                   error=error, event_time=to_datetime(to_ms(prediction["event_time"])), source=source)
         out.label_rows.append(row)
 
     @staticmethod
@@ -161,4 +316,12 @@ class LabelJoiner:
             "error": None,
             "event_time": None,
             "updated_at": to_datetime(now_ms),
+            "source": "",
         }
+
+
+def _ids_by_model(labels: list[dict[str, Any]]) -> dict[str, list[str]]:
+    by_model: dict[str, set[str]] = {}
+    for label in labels:
+        by_model.setdefault(label["model"], set()).add(label["event_id"])
+    return {model: sorted(ids) for model, ids in by_model.items()}

@@ -1,13 +1,30 @@
-"""The label-joiner as a runnable service: predictions and labels in, joined labels out."""
+"""The label-joiner as a runnable service: predictions and labels in, joined labels out.
+
+Each (model, event_id) is joined once (see :mod:`driftline.services.label_joiner.logic`):
+a second label for a joined or waiting event is absorbed when it says the same
+(a client retry) and dead-lettered as a ``duplicate label`` when it says something
+else; a label beyond ``max_pending`` waiting ones is dead-lettered as ``pending
+labels full``. Both keep the record's original bytes and bus position.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from prometheus_client import Counter
+
+from driftline.deadletter import dead_letter
 from driftline.runner import Incoming, Output
 from driftline.store import Store
 from driftline.topics import LABELED, LABELS, PREDICTIONS
-from driftline.services.label_joiner.logic import LabelJoiner
+from driftline.services.label_joiner.logic import DUPLICATE_LABEL, LabelJoiner, position
+
+SERVICE = "label-joiner"
+
+SECOND_LABELS = Counter(
+    "driftline_second_labels", "Labels for an event already joined or waiting, by outcome: retry (same label, "
+    "absorbed), conflict (different label, dead-lettered; the first wins), replay (the same bus record again, "
+    "joined again identically).", ["outcome"])
 
 _LOOKUP_SQL = """
 SELECT prediction_id, event_id, model_version, role, score, predicted_label, event_time, prediction_time
@@ -15,38 +32,71 @@ FROM predictions FINAL
 WHERE model = {model:String} AND role = 'champion' AND event_id IN {ids:Array(String)}
 """
 
+_JOINED_SQL = """
+SELECT event_id, label, value, label_time, source FROM labels FINAL
+WHERE model = {model:String} AND event_id IN {ids:Array(String)} AND status = 'joined'
+"""
+
 _PENDING_SQL = """
-SELECT model, event_id, label, value, label_time FROM labels FINAL WHERE status = 'pending'
+SELECT model, event_id, label, value, label_time, source FROM labels FINAL WHERE status = 'pending'
+"""
+
+#: The newest joins, so a replay of the records that made them is recognised after a restart.
+_RECENT_JOINS_SQL = """
+SELECT model, event_id, label, value, label_time, source FROM labels FINAL
+WHERE status = 'joined' ORDER BY updated_at DESC LIMIT {n:UInt64}
 """
 
 
 class LabelJoinerService:
-    name = "label-joiner"
+    name = SERVICE
     topics = [PREDICTIONS, LABELS]
 
     def __init__(self, joiner: LabelJoiner):
         self.joiner = joiner
 
     @classmethod
-    def over_store(cls, store: Store, label_ttl_ms: int, now_ms: int) -> LabelJoinerService:
-        """A joiner that looks up old predictions in ``store`` and resumes its pending labels."""
+    def over_store(cls, store: Store, label_ttl_ms: int, now_ms: int, max_pending: int = 100_000,
+                   joined_capacity: int = 200_000) -> LabelJoinerService:
+        """A joiner that looks up old predictions and joins in ``store`` and resumes its pending labels."""
 
         def lookup(model: str, event_ids: list[str]) -> dict[str, dict[str, Any]]:
             columns, rows = store.query(_LOOKUP_SQL, {"model": model, "ids": event_ids})
             return {row[1]: dict(zip(columns, row)) for row in rows}
 
-        joiner = LabelJoiner(lookup, label_ttl_ms=label_ttl_ms)
+        def joined_lookup(model: str, event_ids: list[str]) -> dict[str, dict[str, Any]]:
+            columns, rows = store.query(_JOINED_SQL, {"model": model, "ids": event_ids})
+            return {row[0]: dict(zip(columns, row)) for row in rows}
+
+        joiner = LabelJoiner(lookup, label_ttl_ms=label_ttl_ms, joined_lookup=joined_lookup,
+                             joined_capacity=joined_capacity, max_pending=max_pending)
         columns, rows = store.query(_PENDING_SQL)
         joiner.restore_pending([dict(zip(columns, row)) for row in rows], now_ms)
+        columns, rows = store.query(_RECENT_JOINS_SQL, {"n": joined_capacity})
+        joiner.restore_joined([dict(zip(columns, row)) for row in reversed(rows)])
         return cls(joiner)
 
     def handle(self, batch: list[Incoming], now_ms: int) -> Output:
-        predictions = [item.record for item in batch if item.topic == PREDICTIONS]
-        labels = [item.record for item in batch if item.topic == LABELS]
-        joined = self.joiner.process(predictions, labels, now_ms)
+        predictions = [item for item in batch if item.topic == PREDICTIONS]
+        labels = [item for item in batch if item.topic == LABELS]
+        sources = {position(i.message.topic, i.message.partition, i.message.offset): i for i in labels}
+        joined = self.joiner.process([i.record for i in predictions], [i.record for i in labels], now_ms,
+                                     prediction_sources=[_position(i) for i in predictions],
+                                     label_sources=[_position(i) for i in labels])
         out = Output()
         out.add_rows("predictions", joined.prediction_rows)
         out.add_rows("labels", joined.label_rows)
         for record in joined.labeled:
             out.publish(LABELED, record["event_id"], record)
+        for refused in joined.refused:
+            message = sources[refused.source].message
+            out.dead(dead_letter(SERVICE, message.topic, message.value, refused.reason, partition=message.partition,
+                                 offset=message.offset, key=message.key), reason=refused.category)
+        SECOND_LABELS.labels("retry").inc(joined.retries)
+        SECOND_LABELS.labels("replay").inc(joined.replays)
+        SECOND_LABELS.labels("conflict").inc(sum(r.category == DUPLICATE_LABEL for r in joined.refused))
         return out
+
+
+def _position(item: Incoming) -> str:
+    return position(item.message.topic, item.message.partition, item.message.offset)

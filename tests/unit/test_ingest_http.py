@@ -63,7 +63,10 @@ def test_a_body_that_is_not_json_is_kept_as_a_dead_letter(settings):
 
 
 def test_labels_accept_ints_and_reject_missing_event_ids(settings):
+    from driftline.entry.scenario import CONTRACT
+
     app = Embedded(settings)
+    app.ingest.ingest.contract_of = {"credit": CONTRACT}.get  # a known model (labels for unknown ones: 422)
     try:
         client = TestClient(create_app(app.ingest))
         ok = client.post("/v1/labels", json={"model": "credit", "event_id": "e1", "label": 1})

@@ -332,7 +332,7 @@ def test_a_binary_only_detector_configured_for_a_regression_model_falls_back_to_
     detector = DriftDetector(lambda model, version: profile, WindowSpec(size=10_000), AlertPolicy(),
                              concept_method={"houses": "DDM"})
     errors = np.concatenate([np.abs(rng.normal(0, 10, 3000)), np.abs(rng.normal(0, 80, 3000))])
-    labeled = [{"model": "houses", "model_version": 1, "role": "champion", "error": float(e),
+    labeled = [{"model": "houses", "event_id": f"h{i}", "model_version": 1, "role": "champion", "error": float(e),
                 "event_time": EPOCH_MS + i * SPACING_MS, "label_time": EPOCH_MS + i * SPACING_MS + 5}
                for i, e in enumerate(errors)]
     out = detector.observe_labeled(labeled, now_ms=EPOCH_MS)

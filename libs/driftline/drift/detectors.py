@@ -27,6 +27,11 @@ BINARY_METHODS = frozenset({"DDM", "EDDM", "HDDM_A", "HDDM_W"})
 _ALIASES = {k.upper().replace("_", "").replace("-", ""): k for k in METHODS}
 
 
+def canonical_method(method: str) -> str:
+    """The detector's name as in :data:`METHODS` (case, ``_`` and ``-`` ignored); ValueError if unknown."""
+    return _canonical(method)
+
+
 def _canonical(method: str) -> str:
     key = method.upper().replace("_", "").replace("-", "")
     if key not in _ALIASES:

@@ -231,6 +231,10 @@ class AlertPolicy:
         trig = (Trigger("concept", "__error__", detector_name, float(index), int(index), int(index)),)
         return _decision(model, version, "concept_drift", trig, event_time_ms, event_time_ms, event_time_ms)
 
+    def forget(self, model: str, version: Any) -> None:
+        """Drop a retired version's incident state (it will see no more windows)."""
+        self._states.pop((model, version), None)
+
     def snapshot(self) -> dict:
         """JSON-able state of every (model, version)."""
         return {"format": 1, "states": [

@@ -48,7 +48,9 @@ def predictor(ctx: Context) -> PredictorService:
 def label_joiner(ctx: Context) -> LabelJoinerService:
     from driftline.services.label_joiner.service import LabelJoinerService
 
-    return LabelJoinerService.over_store(ctx.store, ctx.settings.label_ttl_ms, now_ms())
+    s = ctx.settings
+    return LabelJoinerService.over_store(ctx.store, s.label_ttl_ms, now_ms(), max_pending=s.label_max_pending,
+                                         joined_capacity=s.label_joined_memory)
 
 
 def drift_detector(ctx: Context) -> DriftDetectorService:
@@ -63,7 +65,9 @@ def drift_detector(ctx: Context) -> DriftDetectorService:
                          reset_below=s.drift_reset_below, cooldown_ms=s.drift_cooldown_ms,
                          min_events=s.drift_min_events)
     detector = DriftDetector(profile_from_registry(ctx.registry), spec, policy,
-                             concept_method=s.concept_detectors, concept_params=s.concept_params)
+                             concept_method=s.concept_detectors, concept_params=s.concept_params,
+                             dedupe_predictions=s.drift_dedupe_predictions, dedupe_labeled=s.drift_dedupe_labeled,
+                             retire_after_ms=s.drift_retire_after_ms)
     return DriftDetectorService(detector)
 
 

@@ -122,4 +122,14 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        5,
+        "labels.source",
+        [
+            # Where the record that set a label row's status sits on the bus (topic/partition/offset):
+            # the label-joiner tells a replay of the record that joined an event (joined again,
+            # identically) from a second label for it (absorbed or refused: the first wins).
+            "ALTER TABLE labels ADD COLUMN IF NOT EXISTS source String DEFAULT ''",
+        ],
+    ),
 ]
