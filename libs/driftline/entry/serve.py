@@ -185,7 +185,7 @@ def _serve_http(service: str, host: str, port: int, settings: Settings) -> int:
 
     if service == "registry":
         from driftline.registry import Registry
-        from driftline.registry.outbox import Backoff, OutboxPublisher
+        from driftline.registry.outbox import OutboxPublisher
         from driftline.services.registry.app import create_app
 
         registry = Registry(settings.registry_home, trusted_types=settings.trusted_types)
@@ -208,7 +208,7 @@ def _serve_http(service: str, host: str, port: int, settings: Settings) -> int:
 
         # Alias moves answer once committed with their event in the outbox; this thread publishes it
         # (at once, and again after a restart if the process died first) while HTTP goes on answering.
-        outbox = OutboxPublisher(registry, publish, backoff=Backoff(max_s=settings.registry_outbox_backoff_max_s))
+        outbox = OutboxPublisher(registry, publish, backoff=Backoff(0.2, settings.registry_outbox_backoff_max_s))
         registry.listeners.append(outbox.wake)
         registry.listeners.append(lambda event: telemetry.observe_model_event(service, event))
         outbox.start()

@@ -18,8 +18,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
+
+from driftline.failure import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -29,17 +30,6 @@ class OutboxSource(Protocol):
 
     def pending_events(self, limit: int = 100) -> list[tuple[int, dict[str, Any]]]: ...
     def mark_published(self, ids: list[int]) -> None: ...
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Capped exponential backoff: ``initial_s * 2**attempt``, at most ``max_s``."""
-
-    initial_s: float = 0.2
-    max_s: float = 10.0
-
-    def delay(self, failures: int) -> float:
-        return min(self.max_s, self.initial_s * 2 ** max(0, failures - 1))
 
 
 class OutboxPublisher:
@@ -73,7 +63,7 @@ class OutboxPublisher:
     """
 
     def __init__(self, source: OutboxSource, send: Callable[[dict[str, Any]], None], *,
-                 backoff: Backoff = Backoff(), poll_s: float = 1.0, batch: int = 100):
+                 backoff: Backoff = Backoff(0.2, 10.0), poll_s: float = 1.0, batch: int = 100):
         self.source = source
         self.send = send
         self.backoff = backoff
@@ -113,7 +103,7 @@ class OutboxPublisher:
                 self.drain()
             except Exception as exc:  # noqa: BLE001 - the bus is away: keep the rows, try again later
                 self.failures += 1
-                delay = self.backoff.delay(self.failures)
+                delay = self.backoff.delay(self.failures - 1)
                 log.warning("registry outbox: publishing a model event failed (attempt %d), retrying in %.1fs: %s",
                             self.failures, delay, exc)
                 stop.wait(delay)
