@@ -57,7 +57,7 @@ class Settings(BaseSettings):
                           "unset means accuracy for classification and mae for regression. "
                           "retrain_margin is in this metric's units.")
 
-    # retrainer failures (issue 10): training runs in a worker thread, bounded in time
+    # retrainer failures: training runs in a worker thread, bounded in time
     retrain_timeout_s: float = Field(
         600.0, gt=0, description="seconds a challenger's training may take; past it the request's outcome is "
                                  "failed (timed out) and the retrainer goes on with the next request")
@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     registry_max_body_bytes: int = Field(
         256 << 20, ge=1024, description="Largest registration request the registry accepts (413 beyond).")
 
-    # registry outbox and model loading (issue 10): model events reach the bus after their change is
+    # registry outbox and model loading: model events reach the bus after their change is
     # durable, and a model that fails to load never stops the predictor
     registry_outbox_timeout_s: float = Field(
         10.0, gt=0, description="How long one attempt to publish a model event waits for the broker's acknowledgement.")
@@ -110,13 +110,13 @@ class Settings(BaseSettings):
         None, ge=1, le=65535, description="Port of the service's own /metrics (Prometheus); unset means none.")
     metrics_host: str = Field("127.0.0.1", description="Address the metrics port listens on (0.0.0.0 in a container).")
 
-    # runner error policy (issue 10): how long to wait between retries while a dependency is down
+    # runner error policy: how long to wait between retries while a dependency is down
     retry_backoff_initial_s: float = Field(
         0.5, gt=0, description="First wait before retrying work that failed because a dependency was unreachable.")
     retry_backoff_max_s: float = Field(
         30.0, gt=0, description="Longest wait between two retries (the wait doubles up to this).")
 
-    # --- exactly-once where users count, and the memory it may use (issue 10, items 2-4) ---------
+    # --- exactly-once where users count, and the memory it may use ---------
     label_max_pending: int = Field(
         100_000, ge=1, description="Most labels waiting for their prediction; beyond, a label is dead-lettered "
                                    "as 'pending labels full' (with its bytes) instead of growing memory.")

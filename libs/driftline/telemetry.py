@@ -51,7 +51,7 @@ UNSCORABLE = "unscorable"  # the predictor had no model to score the event with
 OTHER = "other"
 
 
-# -- models that fail to load, events the predictor refuses (issue 10) ------------------------
+# -- models that fail to load, events the predictor refuses ------------------------
 MODEL_LOAD_FAILURES = Counter("driftline_model_load_failures", "Model versions a service refused to load "
                               "(sha256 mismatch, untrusted or unloadable artifact), once per version and reason.",
                               ["service", "model", "alias"])

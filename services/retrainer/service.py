@@ -8,7 +8,7 @@ audit row saying why.
 Training labels follow the champion's task: the true class for classification,
 the true value (``labels.value``) for regression.
 
-Failure is a designed path (issue 10):
+Failure is a designed path:
 
 - **Outside the poll loop.** :meth:`RetrainerService.handle` fetches the data
   and the champion, starts the training in a worker thread
