@@ -17,6 +17,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from driftline.bus.base import Bus, BusFull, Consumer, Message, Offsets, Producer
 from driftline.bus.copartition import check_co_partitioned
+from driftline.bus.group_members import group_members as _group_members
 from driftline.failure import DependencyUnavailable, is_transient
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,6 @@ class KafkaBus(Bus):
     def __init__(self, bootstrap: str, replication_factor: int = 1, extra: dict | None = None):
         self.config = {"bootstrap.servers": bootstrap, **(extra or {})}
         self.replication_factor = replication_factor
-        self._admin: AdminClient | None = None
 
     def create_topics(self, topics: dict[str, int], timeout_s: float = 30.0) -> None:
         """Create the missing topics; topics that exist are left as they are (a user's own may
@@ -78,11 +78,10 @@ class KafkaBus(Bus):
     def group_members(self, group: str, timeout_s: float = 10.0) -> list[str]:
         """The member ids of ``group`` as the broker's coordinator sees them (empty: nobody in it).
 
-        A member that died without leaving stays listed until its session times out."""
-        if self._admin is None:  # a standby asks every few seconds: one client, not one per question
-            self._admin = AdminClient(self.config)
-        description = self._admin.describe_consumer_groups([group], request_timeout=timeout_s)[group].result(timeout=timeout_s)
-        return sorted(m.member_id for m in description.members)
+        A member that died without leaving stays listed until its session times out. Asked
+        from a child process (:mod:`driftline.bus.group_members`): librdkafka's admin client
+        can abort its process when a broker disconnects mid-request."""
+        return _group_members(self.config, group, timeout_s)
 
 
 class KafkaProducer(Producer):
