@@ -93,9 +93,13 @@ def is_transient(exc: BaseException) -> bool:
 def _kafka_transient_codes() -> set[int]:
     from confluent_kafka import KafkaError
 
-    return {KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT, KafkaError._MSG_TIMED_OUT,
-            KafkaError.REQUEST_TIMED_OUT, KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
-            KafkaError.NETWORK_EXCEPTION}
+    # Client-side codes (leading underscore) are not "retriable" in librdkafka's sense, yet each
+    # means the cluster is (re)starting or unreachable: a commit after a broker restart fails
+    # with _WAIT_COORD until the group coordinator is found again.
+    names = ("_TRANSPORT", "_ALL_BROKERS_DOWN", "_TIMED_OUT", "_MSG_TIMED_OUT", "_TIMED_OUT_QUEUE", "_WAIT_COORD",
+             "_RESOLVE", "REQUEST_TIMED_OUT", "NOT_COORDINATOR", "COORDINATOR_NOT_AVAILABLE",
+             "COORDINATOR_LOAD_IN_PROGRESS", "NETWORK_EXCEPTION", "LEADER_NOT_AVAILABLE", "NOT_LEADER_FOR_PARTITION")
+    return {getattr(KafkaError, name) for name in names if hasattr(KafkaError, name)}
 
 
 def _server_error(exc: BaseException) -> bool:
