@@ -188,6 +188,7 @@ class Runner:
         self.stop = stop
         self._state_saved_at = time.monotonic()
         self._abandoned = False  # a batch was left unfinished on stop: its state must not be saved
+        self._assignment: set[tuple[str, int]] | None = None  # the partitions last seen assigned here
         self.outage = Outage(service.name, on_change=lambda ok: SERVICE_HEALTHY.labels(service.name).set(int(ok)))
         # Before the consumer: a single owner may take its group, and restore the state, at once.
         self._stateful = hasattr(service, "snapshot") and hasattr(service, "restore")
@@ -250,6 +251,7 @@ class Runner:
         messages = self.consumer.poll_batch(self.batch_size, self.poll_timeout_s if timeout_s is None else timeout_s)
         started = time.perf_counter()
         try:
+            self._follow_assignment()
             output = self.process(control + messages)
             if messages or control or output.records or output.rows:
                 with self.metrics.checkpoint_seconds.time():
@@ -269,6 +271,17 @@ class Runner:
         self.processed += len(messages)
         self.dead_lettered += sum(output.dead_reasons.values())
         return len(messages)
+
+    def _follow_assignment(self) -> None:
+        """Tell a service that keeps per-key memory (the label-joiner's waiting labels) that
+        partitions moved to or from this instance, before it handles their records."""
+        on_assignment = getattr(self.service, "on_assignment", None)
+        assigned = self.consumer.assigned() if on_assignment is not None else None
+        if assigned is None or assigned == self._assignment:
+            return
+        if self._assignment is not None:  # the first assignment is what the service started with
+            self._retry(lambda: on_assignment(self.clock()), f"the store ({self.service.name} after a rebalance)")
+        self._assignment = assigned
 
     def process(self, messages: list[Message]) -> Output:
         """Turn a polled batch into its output; the error policy, in this order:

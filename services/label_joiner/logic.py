@@ -179,9 +179,12 @@ class LabelJoiner:
         return out
 
     def restore_pending(self, labels: list[dict[str, Any]], now_ms: int) -> None:
-        """Labels the store says are pending; each gets a fresh TTL from ``now_ms``."""
+        """Labels the store says are pending; each gets a fresh TTL from ``now_ms``. One already
+        waiting here keeps its deadline, and one joined here is not waiting any more."""
         for label in labels:
-            self.pending[self._key(label)] = (label, now_ms + self.label_ttl_ms, label.get("source") or "")
+            key = self._key(label)
+            if key not in self.pending and key not in self._joined:
+                self.pending[key] = (label, now_ms + self.label_ttl_ms, label.get("source") or "")
 
     def restore_joined(self, rows: list[dict[str, Any]]) -> None:
         """Recent joins the store holds (``label``, ``value``, ``label_time``, ``source``), oldest first:

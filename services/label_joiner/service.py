@@ -9,6 +9,7 @@ labels full``. Both keep the record's original bytes and bus position.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import Counter
@@ -52,8 +53,18 @@ class LabelJoinerService:
     name = SERVICE
     topics = [PREDICTIONS, LABELS]
 
-    def __init__(self, joiner: LabelJoiner):
+    def __init__(self, joiner: LabelJoiner, pending_in_store: Callable[[], list[dict[str, Any]]] | None = None):
         self.joiner = joiner
+        self.pending_in_store = pending_in_store
+
+    def on_assignment(self, now_ms: int) -> None:
+        """Partitions moved to this instance (another one joined or left the group): labels that
+        wait there were kept in the memory of the instance that read them. They are all in the
+        store as ``pending``; adopting them here lets a prediction arriving on a partition that
+        moved meet its label. (A copy still held elsewhere may expire as ``unmatched``; the
+        store keeps ``joined``, the higher status.)"""
+        if self.pending_in_store is not None:
+            self.joiner.restore_pending(self.pending_in_store(), now_ms)
 
     @classmethod
     def over_store(cls, store: Store, label_ttl_ms: int, now_ms: int, max_pending: int = 100_000,
@@ -68,13 +79,16 @@ class LabelJoinerService:
             columns, rows = store.query(_JOINED_SQL, {"model": model, "ids": event_ids})
             return {row[0]: dict(zip(columns, row)) for row in rows}
 
+        def pending_in_store() -> list[dict[str, Any]]:
+            columns, rows = store.query(_PENDING_SQL)
+            return [dict(zip(columns, row)) for row in rows]
+
         joiner = LabelJoiner(lookup, label_ttl_ms=label_ttl_ms, joined_lookup=joined_lookup,
                              joined_capacity=joined_capacity, max_pending=max_pending)
-        columns, rows = store.query(_PENDING_SQL)
-        joiner.restore_pending([dict(zip(columns, row)) for row in rows], now_ms)
+        joiner.restore_pending(pending_in_store(), now_ms)
         columns, rows = store.query(_RECENT_JOINS_SQL, {"n": joined_capacity})
         joiner.restore_joined([dict(zip(columns, row)) for row in reversed(rows)])
-        return cls(joiner)
+        return cls(joiner, pending_in_store)
 
     def handle(self, batch: list[Incoming], now_ms: int) -> Output:
         predictions = [item for item in batch if item.topic == PREDICTIONS]

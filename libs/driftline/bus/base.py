@@ -73,6 +73,10 @@ class Consumer(ABC):
     def seek(self, offsets: Offsets) -> None:
         """Read from ``offsets`` next (for partitions in ``offsets`` that are assigned here)."""
 
+    def assigned(self) -> set[tuple[str, int]] | None:
+        """The (topic, partition)s this consumer holds now (None: a bus that cannot tell)."""
+        return None
+
     def lag(self) -> Offsets:
         """Per assigned partition, records not committed yet: high watermark minus committed
         offset (for metrics; a bus that cannot tell returns nothing)."""

@@ -315,6 +315,10 @@ class MemoryConsumer(Consumer):
     def member_id(self) -> str:
         return f"{self.group}-{id(self):x}"
 
+    def assigned(self) -> set[tuple[str, int]]:
+        with self._bus._lock:
+            return set(self._assignment)
+
     def poll_batch(self, max_records: int, timeout_s: float) -> list[Message]:
         deadline = time.monotonic() + timeout_s
         with self._bus._lock:

@@ -165,6 +165,9 @@ class SingleOwnerConsumer(Consumer):
     def member_id(self) -> str | None:
         return self._inner.member_id() if self._inner is not None else None
 
+    def assigned(self) -> set[tuple[str, int]] | None:
+        return self._inner.assigned() if self._inner is not None and self._confirmed else set()
+
     def close(self) -> None:
         if self._inner is not None:
             self._inner.close()
