@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from driftline.bus import Bus, Consumer, Message, Offsets, Producer, next_offsets
+from driftline.bus import Bus, Consumer, Message, Offsets, next_offsets
 from driftline.bus.single_owner import SingleOwnerConsumer
 from driftline.codec import Codec, UndecodableRecord
 from driftline.deadletter import dead_letter, dead_letter_row
@@ -69,15 +69,6 @@ class Incoming:
     topic: str
     record: dict[str, Any]
     message: Message
-
-
-def deliver(output: Output, store: Store, producer: Producer, codec: Codec) -> None:
-    """Steps 1 and 2 of a checkpoint: write the store rows, then publish and flush the records."""
-    for table, rows in output.rows.items():
-        store.insert(table, rows)
-    for topic, key, record in output.records:
-        producer.produce(topic, codec.encode(topic, record), key=None if key is None else key.encode())
-    producer.flush()
 
 
 class Service(Protocol):
