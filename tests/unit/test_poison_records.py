@@ -48,7 +48,9 @@ def event(i: int, row, temp: float | None = None) -> dict:
 
 
 def nan_labeled(i: int) -> dict:
-    return {"prediction_id": f"crate-{i}:1:champion", "event_id": f"crate-{i}", "model": MODEL, "model_version": 1,
+    # An event id no real label has: the drift-detector counts each (model, event_id) once, so
+    # a poison copy of a genuine join that it read second would be skipped, not raised on.
+    return {"prediction_id": f"crate-nan-{i}:1:champion", "event_id": f"crate-nan-{i}", "model": MODEL, "model_version": 1,
             "role": "champion", "score": 0.4, "predicted_label": "0", "label": "1", "value": math.nan,
             "error": math.nan, "event_time": START_MS, "prediction_time": START_MS, "label_time": START_MS}
 
