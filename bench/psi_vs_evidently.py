@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 from driftline.drift.profile import ReferenceProfile
-from driftline.drift.windows import WindowedProfileCounter, WindowSpec
+from driftline.drift import WindowedProfileCounter, WindowSpec
 
 ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
 FEATURES = 10

@@ -181,7 +181,7 @@ class DriftDetector:
             for window in state.counter.update(columns_of(group, state.counter.profile), times):
                 stats = window.stats(state.counter.profile)
                 for signal in stats.to_signals():
-                    out.metric_rows.append(_row(key, signal, now_ms))
+                    out.metric_rows.append(metric_row(key, signal, now_ms))
                     if signal["statistic"] == "psi":
                         out.signals.append(_signal(key, signal, now_ms))
                 decision = self.policy.observe_window(key[0], key[1], stats)
@@ -208,7 +208,7 @@ class DriftDetector:
                 continue
             for window in state.counter.flush():
                 for signal in window.stats(state.counter.profile).to_signals():
-                    out.metric_rows.append(_row(key, signal, now_ms))
+                    out.metric_rows.append(metric_row(key, signal, now_ms))
             out.metric_rows.extend(self._coverage_rows(key, state, now_ms))
             log.warning("%s v%s retired: no records for %d ms and a newer version is monitored", *key,
                         self.retire_after_ms)
@@ -223,7 +223,7 @@ class DriftDetector:
                       "label_delay_p90_ms": window.delay_quantile_ms(0.9)}
             for statistic, value in values.items():
                 if value is not None and np.isfinite(value):
-                    rows.append(_row(key, {"kind": "coverage", "feature": "__labels__", "statistic": statistic,
+                    rows.append(metric_row(key, {"kind": "coverage", "feature": "__labels__", "statistic": statistic,
                                            "value": float(value), "band": "", "window_start": window.start,
                                            "window_end": window.end, "n": window.n_predictions}, now_ms))
         return rows
@@ -250,7 +250,7 @@ class DriftDetector:
                 signal = {"kind": "concept", "feature": "__error__", "statistic": state.detector.method,
                           "value": float(index), "band": "act", "window_start": index, "window_end": index,
                           "n": state.detector.n_seen}
-                out.metric_rows.append(_row(key, signal, now_ms))
+                out.metric_rows.append(metric_row(key, signal, now_ms))
                 out.signals.append(_signal(key, signal, now_ms))
                 decision = self.policy.observe_concept(key[0], key[1], state.detector.method, index, at)
                 if decision is not None:
@@ -303,11 +303,18 @@ def _by_version(records) -> dict[Key, list[dict[str, Any]]]:
     return groups
 
 
-def _row(key: Key, signal: dict[str, Any], now_ms: int) -> dict[str, Any]:
-    """A ``drift_metrics`` row (times as ms)."""
-    return {"model": key[0], "model_version": key[1], **signal, "computed_at": now_ms}
+#: Every drift_metrics column a signal may leave out, with the value it then gets: Store.insert
+#: takes the columns of a batch's first row, so every row must carry all of them.
+METRIC_DEFAULTS: dict[str, Any] = {"threshold": None, "threshold_mode": "", "event_time": None, "partition": None,
+                                   "offset": None, "stream_index": None}
+
+
+def metric_row(key: Key, signal: dict[str, Any], now_ms: int) -> dict[str, Any]:
+    """A ``drift_metrics`` row with every column (times as ms: ``computed_at``, ``event_time``)."""
+    return {"model": key[0], "model_version": key[1], **METRIC_DEFAULTS, **signal, "computed_at": now_ms}
 
 
 def _signal(key: Key, signal: dict[str, Any], now_ms: int) -> dict[str, Any]:
-    return {"model": key[0], "model_version": key[1], **signal, "detected_at": now_ms}
+    """A ``DriftSignal`` record (times as ms)."""
+    return {"model": key[0], "model_version": key[1], **METRIC_DEFAULTS, **signal, "detected_at": now_ms}
 

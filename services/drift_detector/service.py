@@ -57,7 +57,8 @@ class DriftDetectorService:
 
     @staticmethod
     def _emit(result: DriftOutput, out: Output) -> None:
-        out.add_rows("drift_metrics", [{**row, "computed_at": to_datetime(row["computed_at"])}
+        out.add_rows("drift_metrics", [{**row, "computed_at": to_datetime(row["computed_at"]),
+                                        "event_time": None if row["event_time"] is None else to_datetime(row["event_time"])}
                                        for row in result.metric_rows])
         for signal in result.signals:
             out.publish(DRIFT, signal["model"], signal)

@@ -2,8 +2,10 @@
 
 * :mod:`~driftline.drift.profile`: reference bins and proportions from training data.
 * :mod:`~driftline.drift.psi`: PSI and its bands, JS distance, Wasserstein, chi-square.
-* :mod:`~driftline.drift.windows`: tumbling/hopping windows by count or event time,
-  and label coverage per window.
+* :mod:`~driftline.drift.window_spec`: tumbling/hopping windows by count or event time.
+* :mod:`~driftline.drift.profile_counter`: bin counts per window of a version's live stream.
+* :mod:`~driftline.drift.window_stats`: a closed window's counts and statistics.
+* :mod:`~driftline.drift.coverage`: label coverage and label delay per window.
 * :mod:`~driftline.drift.detectors`: river's concept drift detectors over the error stream.
 * :mod:`~driftline.drift.policy`: when drift becomes one retrain request per incident.
 """
@@ -22,14 +24,10 @@ from driftline.drift.psi import (
     psi_band,
     wasserstein,
 )
-from driftline.drift.windows import (
-    ClosedWindow,
-    CoverageWindow,
-    LabelCoverage,
-    WindowedProfileCounter,
-    WindowSpec,
-    WindowStats,
-)
+from driftline.drift.coverage import CoverageWindow, LabelCoverage
+from driftline.drift.profile_counter import WindowedProfileCounter
+from driftline.drift.window_spec import WindowSpec
+from driftline.drift.window_stats import ClosedWindow, WindowStats
 
 __all__ = [
     "SCORE",

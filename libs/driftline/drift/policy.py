@@ -90,7 +90,7 @@ class AlertPolicy:
       (replayed input).
 
     Windows must be observed in the order they close. Event times come from
-    :attr:`driftline.drift.windows.WindowStats.time_ms`.
+    :attr:`driftline.drift.window_stats.WindowStats.time_ms`.
 
     Parameters
     ----------
@@ -111,7 +111,7 @@ class AlertPolicy:
     --------
     >>> from driftline.drift.policy import AlertPolicy
     >>> from driftline.drift.psi import FeatureStats, psi_band
-    >>> from driftline.drift.windows import WindowStats
+    >>> from driftline.drift.window_stats import WindowStats
 
     >>> def window(i, value):
     ...     fs = FeatureStats("amount", "numeric", 1000, value, psi_band(value), 0.0)

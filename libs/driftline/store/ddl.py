@@ -132,4 +132,61 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "ALTER TABLE labels ADD COLUMN IF NOT EXISTS source String DEFAULT ''",
         ],
     ),
+    (
+        6,
+        "event time, thresholds, retrain_requests, audit",
+        [
+            # Issue 11. Data rows: the alarm threshold in force for the window and how it was set
+            # ('fixed' band or 'calibrated' false-alarm rate). Concept rows: the record that fired
+            # (event time, bus position) and the detection's index in the error stream; their
+            # window_start / window_end are that event time in ms. Rows without them hold NULL.
+            "ALTER TABLE drift_metrics ADD COLUMN IF NOT EXISTS threshold Nullable(Float64)",
+            "ALTER TABLE drift_metrics ADD COLUMN IF NOT EXISTS threshold_mode LowCardinality(String) DEFAULT ''",
+            "ALTER TABLE drift_metrics ADD COLUMN IF NOT EXISTS event_time Nullable(DateTime64(3, 'UTC'))",
+            "ALTER TABLE drift_metrics ADD COLUMN IF NOT EXISTS partition Nullable(Int32)",
+            "ALTER TABLE drift_metrics ADD COLUMN IF NOT EXISTS offset Nullable(Int64)",
+            "ALTER TABLE drift_metrics ADD COLUMN IF NOT EXISTS stream_index Nullable(Int64)",
+            # One row per retrain request, rewritten as it moves: 'requested' (drift-detector), then
+            # 'promoted', 'rejected', 'failed' or 'skipped' (retrainer); the newest updated_at wins.
+            """
+            CREATE TABLE IF NOT EXISTS retrain_requests (
+                request_id String,
+                incident_id String,
+                attempt UInt32,
+                model LowCardinality(String),
+                model_version UInt32,
+                reason String,
+                signals String,
+                window_start DateTime64(3, 'UTC'),
+                window_end DateTime64(3, 'UTC'),
+                requested_at DateTime64(3, 'UTC'),
+                min_rows UInt64,
+                status LowCardinality(String),
+                decision String,
+                challenger_version Nullable(UInt32),
+                rows_used Nullable(UInt64),
+                updated_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(updated_at)
+            ORDER BY (model, request_id)
+            """,
+            # The registry's audit log, mirrored from the ModelEvents on the models topic: who moved
+            # which alias, rejected or refused which version, and why. Keyed so a re-read topic
+            # writes the same rows again.
+            """
+            CREATE TABLE IF NOT EXISTS audit (
+                model LowCardinality(String),
+                version UInt32,
+                action LowCardinality(String),
+                alias String,
+                previous_version Nullable(UInt32),
+                actor String,
+                reason String,
+                request_id String,
+                sha256 String,
+                occurred_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree
+            ORDER BY (model, occurred_at, version, action, alias)
+            """,
+        ],
+    ),
 ]

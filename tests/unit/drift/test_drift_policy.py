@@ -9,7 +9,7 @@ from driftline.drift.detectors import ConceptDriftDetector
 from driftline.drift.policy import AlertPolicy
 from driftline.drift.profile import ReferenceProfile
 from driftline.drift.psi import FeatureStats, psi_band
-from driftline.drift.windows import WindowedProfileCounter, WindowSpec, WindowStats
+from driftline.drift import WindowedProfileCounter, WindowSpec, WindowStats
 
 MIN = 60_000
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from driftline.drift.profile import SCORE, ReferenceProfile
-from driftline.drift.windows import LabelCoverage, WindowedProfileCounter, WindowSpec
+from driftline.drift import LabelCoverage, WindowedProfileCounter, WindowSpec
 
 
 def make_profile(seed=0):
