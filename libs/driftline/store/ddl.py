@@ -146,8 +146,10 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "ALTER TABLE drift_metrics ADD COLUMN IF NOT EXISTS partition Nullable(Int32)",
             "ALTER TABLE drift_metrics ADD COLUMN IF NOT EXISTS offset Nullable(Int64)",
             "ALTER TABLE drift_metrics ADD COLUMN IF NOT EXISTS stream_index Nullable(Int64)",
-            # One row per retrain request, rewritten as it moves: 'requested' (drift-detector), then
-            # 'promoted', 'rejected', 'failed' or 'skipped' (retrainer); the newest updated_at wins.
+            # One row per retrain request, rewritten as it moves: 'requested' (drift-detector, rank 0),
+            # 'training' (retrainer, rank 1), then 'promoted', 'rejected', 'failed' or 'skipped'
+            # (retrainer, rank 2). The highest status_rank wins, so a replayed 'requested' row never
+            # hides an outcome; within a rank the last row written wins.
             """
             CREATE TABLE IF NOT EXISTS retrain_requests (
                 request_id String,
@@ -162,11 +164,12 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 requested_at DateTime64(3, 'UTC'),
                 min_rows UInt64,
                 status LowCardinality(String),
+                status_rank UInt8,
                 decision String,
                 challenger_version Nullable(UInt32),
                 rows_used Nullable(UInt64),
                 updated_at DateTime64(3, 'UTC')
-            ) ENGINE = ReplacingMergeTree(updated_at)
+            ) ENGINE = ReplacingMergeTree(status_rank)
             ORDER BY (model, request_id)
             """,
             # The registry's audit log, mirrored from the ModelEvents on the models topic: who moved
