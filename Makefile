@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/driftline demo $(ARGS)
 
 test: $(STAMP) system-deps
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 # The report test renders the HTML report in headless Chromium (Debian's package); the compose
 # test runs `docker compose config` (plugin built from the Go module proxy when missing). Java 17
