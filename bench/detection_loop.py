@@ -87,6 +87,7 @@ class LoopResult:
     retrains: list[RetrainOutcome]
     concept_detections: list[int]  # live-event index at which each concept detection left the detector
     accuracy_served: np.ndarray  # 1.0 where the model serving event i was right
+    accuracy_first: np.ndarray  # 1.0 where the first model was right on event i (whether or not it served it)
 
     # -- measures -------------------------------------------------------------------------
 
@@ -127,9 +128,11 @@ class LoopResult:
             return None
         return next((o for o in self.retrains if o.promoted and o.at_event >= self.change_start), None)
 
-    def accuracy(self, start: int, stop: int) -> float | None:
+    def accuracy(self, start: int, stop: int, first_model: bool = False) -> float | None:
+        """Accuracy on live events [start, stop) of the serving models, or of the first model."""
         start, stop = max(start, 0), min(stop, self.events)
-        return float(self.accuracy_served[start:stop].mean()) if stop > start else None
+        correct = self.accuracy_first if first_model else self.accuracy_served
+        return float(correct[start:stop].mean()) if stop > start else None
 
 
 # -- the adapter: the only code that knows driftline's drift-detector API ------------------------
@@ -216,6 +219,7 @@ def run_loop(stream: Stream, method: str, config: LoopConfig = LoopConfig(), cha
     profiles = {(MODEL, 1): ReferenceProfile.from_dict(champion.profile)}
     scored = _Scored.empty(n)
     scored.fill(0, version, estimator, stream.live)
+    first_correct = (scored.predicted == stream.live_labels).astype(np.float64)
     detector = build_detector(method, profiles, s)
     retrainer = Retrainer(margin=s.retrain_margin, holdout_fraction=s.retrain_holdout_fraction,
                           min_rows=s.retrain_min_rows, metric=s.retrain_metric)
@@ -258,7 +262,7 @@ def run_loop(stream: Stream, method: str, config: LoopConfig = LoopConfig(), cha
                 scored.fill(last + 1, version, estimator, stream.live)
     correct = (scored.predicted == stream.live_labels).astype(np.float64)
     return LoopResult(stream.name, method, n, stream.change_start, stream.change_end, requests, retrains, detections,
-                      correct)
+                      correct, first_correct)
 
 
 def _retrain(retrainer: Retrainer, stream: Stream, version: int, estimator, champion, lo: int, hi: int,
@@ -272,3 +276,51 @@ def _retrain(retrainer: Retrainer, stream: Stream, version: int, estimator, cham
     except ValueError as exc:  # e.g. one class only: the retrainer service records it as failed
         return RetrainOutcome(last, request, False, hi - lo, f"failed: {exc}"), None
     return RetrainOutcome(last, request, verdict.promote, hi - lo, verdict.reason), verdict.challenger
+
+
+@dataclass(frozen=True)
+class StationaryCount:
+    """Concept detections on a stationary error stream; ``scaled_per_1e6`` extrapolates when
+    the detector was too slow to see all ``wanted`` events within its time budget."""
+
+    method: str
+    wanted: int
+    measured: int
+    detections: int
+    seconds: float
+    error_rate: float
+
+    @property
+    def per_1e6(self) -> float:
+        return self.detections * 1_000_000 / self.measured
+
+    @property
+    def scaled(self) -> bool:
+        return self.measured < self.wanted
+
+
+def stationary_detections(stream: Stream, method: str, champion, config: LoopConfig = LoopConfig(),
+                          budget_s: float = 60.0, chunk: int = 1000) -> StationaryCount:
+    """Feed the joined labels of a stationary stream (scored by ``champion``) to the drift-detector
+    and count its concept detections: each would be a retrain request unless the policy holds it back
+    (incident, cooldown). Only labels are fed, so no PSI window runs and the policy's incidents never
+    end here: the detections, not the requests, are the false alarms counted.
+
+    Stops early (and says so in ``measured``) once ``budget_s`` is spent.
+    """
+    import time
+
+    n, delay_ms = len(stream.live), int(config.label_delay * config.interval_ms)
+    scored = _Scored.empty(n)
+    scored.fill(0, 1, champion.estimator, stream.live)
+    detector = build_detector(method, {(MODEL, 1): ReferenceProfile.from_dict(champion.profile)}, config.settings)
+    times = T0_MS + np.round(np.arange(n) * config.interval_ms).astype(np.int64)
+    detections, started, measured = 0, time.perf_counter(), 0
+    while measured < n and time.perf_counter() - started < budget_s:
+        stop = min(measured + chunk, n)
+        labeled = [_labeled(j, scored, stream.live_labels, int(times[j]), int(times[j]) + delay_ms)
+                   for j in range(measured, stop)]
+        detections += observe(detector, [], labeled, int(times[stop - 1]) + delay_ms)[1]
+        measured = stop
+    error_rate = float((scored.predicted[:measured] != stream.live_labels[:measured]).mean())
+    return StationaryCount(method, n, measured, detections, time.perf_counter() - started, error_rate)
