@@ -202,8 +202,8 @@ def run() -> dict:
                 runs[result.method].append(result)
     stationary_stream = STATIONARY.make(SEEDS + 100, TRAIN_ROWS, STATIONARY_EVENTS, 0)
     stationary_champion = first_model(stationary_stream)
-    summaries = [DetectorSummary(m, stationary_detections(stationary_stream, m, stationary_champion, config,
-                                                          budget_s=BUDGET_S), runs[m]) for m in methods]
+    counts = stationary_detections(stationary_stream, methods, stationary_champion, config, budget_s=BUDGET_S)
+    summaries = [DetectorSummary(c.method, c, runs[c.method]) for c in counts]
     winner, ranked = best(summaries)
     default = next(s for s in summaries if s.method == DEFAULT)
     elapsed = time.perf_counter() - started

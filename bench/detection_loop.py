@@ -48,7 +48,7 @@ class LoopConfig:
 
     label_delay: int = 500  # events between a prediction and the arrival of its label
     events_per_s: float = 10.0
-    batch: int = 50  # records per observe call: a consumer batch
+    batch: int = 100  # records per observe call: a consumer batch
     settings: Settings = field(default_factory=Settings)
 
     @property
@@ -299,28 +299,39 @@ class StationaryCount:
         return self.measured < self.wanted
 
 
-def stationary_detections(stream: Stream, method: str, champion, config: LoopConfig = LoopConfig(),
-                          budget_s: float = 60.0, chunk: int = 1000) -> StationaryCount:
-    """Feed the joined labels of a stationary stream (scored by ``champion``) to the drift-detector
-    and count its concept detections: each would be a retrain request unless the policy holds it back
-    (incident, cooldown). Only labels are fed, so no PSI window runs and the policy's incidents never
+def stationary_detections(stream: Stream, methods: list[str], champion, config: LoopConfig = LoopConfig(),
+                          budget_s: float = 60.0, chunk: int = 1000) -> list[StationaryCount]:
+    """Feed the joined labels of a stationary stream (scored by ``champion``) to one drift-detector per
+    method and count their concept detections: each would be a retrain request unless the policy holds it
+    back (incident, cooldown). Only labels are fed, so no PSI window runs and the policy's incidents never
     end here: the detections, not the requests, are the false alarms counted.
 
-    Stops early (and says so in ``measured``) once ``budget_s`` is spent.
+    The records of a chunk are built once and fed to every detector. A detector stops early (and says so
+    in ``measured``) once it has spent ``budget_s`` in its own ``observe`` calls.
     """
     import time
 
     n, delay_ms = len(stream.live), int(config.label_delay * config.interval_ms)
     scored = _Scored.empty(n)
     scored.fill(0, 1, champion.estimator, stream.live)
-    detector = build_detector(method, {(MODEL, 1): ReferenceProfile.from_dict(champion.profile)}, config.settings)
+    profiles = {(MODEL, 1): ReferenceProfile.from_dict(champion.profile)}
+    detectors = {m: build_detector(m, profiles, config.settings) for m in methods}
+    spent = dict.fromkeys(methods, 0.0)
+    measured = dict.fromkeys(methods, 0)
+    detections = dict.fromkeys(methods, 0)
     times = T0_MS + np.round(np.arange(n) * config.interval_ms).astype(np.int64)
-    detections, started, measured = 0, time.perf_counter(), 0
-    while measured < n and time.perf_counter() - started < budget_s:
-        stop = min(measured + chunk, n)
+    for start in range(0, n, chunk):
+        active = [m for m in methods if spent[m] < budget_s]
+        if not active:
+            break
+        stop = min(start + chunk, n)
         labeled = [_labeled(j, scored, stream.live_labels, int(times[j]), int(times[j]) + delay_ms)
-                   for j in range(measured, stop)]
-        detections += observe(detector, [], labeled, int(times[stop - 1]) + delay_ms)[1]
-        measured = stop
-    error_rate = float((scored.predicted[:measured] != stream.live_labels[:measured]).mean())
-    return StationaryCount(method, n, measured, detections, time.perf_counter() - started, error_rate)
+                   for j in range(start, stop)]
+        for m in active:
+            began = time.perf_counter()
+            detections[m] += observe(detectors[m], [], labeled, int(times[stop - 1]) + delay_ms)[1]
+            spent[m] += time.perf_counter() - began
+            measured[m] = stop
+    wrong = scored.predicted != stream.live_labels
+    return [StationaryCount(m, n, measured[m], detections[m], spent[m], float(wrong[:measured[m]].mean()))
+            for m in methods]
