@@ -28,6 +28,7 @@ import pandas as pd
 
 from bench.detection_streams import Stream
 from driftline.config import Settings
+from driftline.drift.detectors import ConceptDriftDetector
 from driftline.drift.policy import AlertPolicy
 from driftline.drift.profile import ReferenceProfile
 from driftline.drift.windows import WindowSpec
@@ -146,6 +147,11 @@ def build_detector(method: str, profiles: dict[tuple[str, int], ReferenceProfile
                          reset_below=s.drift_reset_below, cooldown_ms=s.drift_cooldown_ms, min_events=s.drift_min_events)
     return DriftDetector(lambda model, version: profiles.get((model, version)), spec, policy,
                          concept_method={MODEL: method}, concept_params=s.concept_params)
+
+
+def error_detector(method: str, settings: Settings) -> ConceptDriftDetector:
+    """The concept detector :func:`build_detector`'s drift-detector runs on the error stream."""
+    return ConceptDriftDetector(method, **settings.concept_params.get(MODEL, {}))
 
 
 def observe(detector: DriftDetector, predictions: list[dict], labeled: list[dict], now_ms: int
@@ -280,8 +286,8 @@ def _retrain(retrainer: Retrainer, stream: Stream, version: int, estimator, cham
 
 @dataclass(frozen=True)
 class StationaryCount:
-    """Concept detections on a stationary error stream; ``scaled_per_1e6`` extrapolates when
-    the detector was too slow to see all ``wanted`` events within its time budget."""
+    """Concept detections on a stationary error stream; ``per_1e6`` extrapolates when the
+    detector was too slow to see all ``wanted`` errors within its time budget."""
 
     method: str
     wanted: int
@@ -299,39 +305,53 @@ class StationaryCount:
         return self.measured < self.wanted
 
 
-def stationary_detections(stream: Stream, methods: list[str], champion, config: LoopConfig = LoopConfig(),
-                          budget_s: float = 60.0, chunk: int = 1000) -> list[StationaryCount]:
-    """Feed the joined labels of a stationary stream (scored by ``champion``) to one drift-detector per
-    method and count their concept detections: each would be a retrain request unless the policy holds it
-    back (incident, cooldown). Only labels are fed, so no PSI window runs and the policy's incidents never
-    end here: the detections, not the requests, are the false alarms counted.
+def stationary_errors(stream: Stream, champion) -> np.ndarray:
+    """The 0/1 errors of ``champion`` on a stream's live events, in stream order."""
+    scored = _Scored.empty(len(stream.live))
+    scored.fill(0, 1, champion.estimator, stream.live)
+    return (scored.predicted != stream.live_labels).astype(np.float64)
 
-    The records of a chunk are built once and fed to every detector. A detector stops early (and says so
-    in ``measured``) once it has spent ``budget_s`` in its own ``observe`` calls.
+
+def stationary_detections(errors: np.ndarray, methods: list[str], config: LoopConfig = LoopConfig(),
+                          budget_s: float = 60.0, chunk: int = 10_000) -> list[StationaryCount]:
+    """Concept detections of each method on a stationary error stream: each would be a retrain
+    request unless the policy holds it back (incident, cooldown).
+
+    The errors go straight into the detector the drift-detector would build
+    (:func:`error_detector`), not through Prediction / LabeledPrediction records: at 10^6
+    errors per detector the records would cost minutes and change nothing the detector sees
+    (:func:`drift_detector_detections` does it the long way; a unit test checks both agree).
+    A detector stops early (and says so in ``measured``) once it has spent ``budget_s``.
     """
     import time
 
-    n, delay_ms = len(stream.live), int(config.label_delay * config.interval_ms)
-    scored = _Scored.empty(n)
-    scored.fill(0, 1, champion.estimator, stream.live)
-    profiles = {(MODEL, 1): ReferenceProfile.from_dict(champion.profile)}
-    detectors = {m: build_detector(m, profiles, config.settings) for m in methods}
-    spent = dict.fromkeys(methods, 0.0)
-    measured = dict.fromkeys(methods, 0)
-    detections = dict.fromkeys(methods, 0)
+    counts = []
+    for method in methods:
+        detector = error_detector(method, config.settings)
+        detections = measured = 0
+        began = time.perf_counter()
+        # at least one chunk, so that every detector has a rate
+        while measured < errors.size and (measured == 0 or time.perf_counter() - began < budget_s):
+            stop = min(measured + chunk, errors.size)
+            detections += len(detector.update(errors[measured:stop]))
+            measured = stop
+        counts.append(StationaryCount(method, int(errors.size), measured, detections, time.perf_counter() - began,
+                                      float(errors[:measured].mean())))
+    return counts
+
+
+def drift_detector_detections(errors: np.ndarray, method: str, profile: ReferenceProfile,
+                              config: LoopConfig = LoopConfig(), chunk: int = 1000) -> int:
+    """Concept detections when ``errors`` arrive as LabeledPrediction records through the drift-detector."""
+    n = errors.size
+    delay_ms = int(config.label_delay * config.interval_ms)
     times = T0_MS + np.round(np.arange(n) * config.interval_ms).astype(np.int64)
+    scored = _Scored(np.ones(n, np.int64), np.where(errors == 1.0, "1", "0").astype(object), np.zeros(n))
+    labels = np.full(n, "0", dtype=object)
+    detector = build_detector(method, {(MODEL, 1): profile}, config.settings)
+    detections = 0
     for start in range(0, n, chunk):
-        active = [m for m in methods if spent[m] < budget_s]
-        if not active:
-            break
         stop = min(start + chunk, n)
-        labeled = [_labeled(j, scored, stream.live_labels, int(times[j]), int(times[j]) + delay_ms)
-                   for j in range(start, stop)]
-        for m in active:
-            began = time.perf_counter()
-            detections[m] += observe(detectors[m], [], labeled, int(times[stop - 1]) + delay_ms)[1]
-            spent[m] += time.perf_counter() - began
-            measured[m] = stop
-    wrong = scored.predicted != stream.live_labels
-    return [StationaryCount(m, n, measured[m], detections[m], spent[m], float(wrong[:measured[m]].mean()))
-            for m in methods]
+        labeled = [_labeled(j, scored, labels, int(times[j]), int(times[j]) + delay_ms) for j in range(start, stop)]
+        detections += observe(detector, [], labeled, int(times[stop - 1]) + delay_ms)[1]
+    return detections
