@@ -15,8 +15,11 @@ gates it against the champion on the most recent share. A promoted challenger
 serves from the next event on, as a new version with its own reference profile
 (so its drift state starts clean). Training takes no stream time here.
 
-Only two functions touch driftline's detector API, :func:`build_detector` and
-:func:`observe` (the adapter); change them when that API changes.
+Only the adapter touches driftline's drift-detector API: :func:`build_detector`,
+:func:`observe` and :func:`error_detector`; change them when that API changes
+(the retrain goes through :func:`_retrain`, the one caller of ``Retrainer``).
+The new version's reference profile is the challenger's own (``Trained.profile``,
+today's in-sample profile of the retrainer).
 """
 
 from __future__ import annotations
@@ -144,7 +147,8 @@ def build_detector(method: str, profiles: dict[tuple[str, int], ReferenceProfile
     spec = WindowSpec(kind=s.drift_window_kind, by=s.drift_window_by, size=s.drift_window_size,
                       step=s.drift_window_step, allowed_lateness=s.drift_allowed_lateness_ms)
     policy = AlertPolicy(psi_threshold=s.drift_psi_threshold, consecutive_windows=s.drift_consecutive_windows,
-                         reset_below=s.drift_reset_below, cooldown_ms=s.drift_cooldown_ms, min_events=s.drift_min_events)
+                         reset_below=s.drift_reset_below, cooldown_ms=s.drift_cooldown_ms,
+                         min_events=s.drift_min_events)
     return DriftDetector(lambda model, version: profiles.get((model, version)), spec, policy,
                          concept_method={MODEL: method}, concept_params=s.concept_params)
 
