@@ -64,16 +64,19 @@ ACCURACY_SPAN = 2000
 
 @dataclass(frozen=True)
 class DetectorSummary:
+    """One detector's runs over every scenario and seed, and its stationary count."""
+
     method: str
     stationary: StationaryCount
     runs: list[LoopResult]
 
-    def _concept(self) -> list[LoopResult]:
+    def concept_runs(self) -> list[LoopResult]:
+        """The runs of concept-change scenarios (the ones the detector itself must see)."""
         return [r for r in self.runs if _kind(r.stream) == "concept"]
 
     @property
     def missed_concept(self) -> int:
-        return sum(bool(r.missed) for r in self._concept())
+        return sum(bool(r.missed) for r in self.concept_runs())
 
     @property
     def missed_all(self) -> int:
@@ -81,7 +84,7 @@ class DetectorSummary:
 
     @property
     def median_delay_concept(self) -> float | None:
-        delays = [r.delay for r in self._concept() if r.delay is not None]
+        delays = [r.delay for r in self.concept_runs() if r.delay is not None]
         return statistics.median(delays) if delays else None
 
     @property
@@ -151,7 +154,7 @@ def best(summaries: list[DetectorSummary]) -> tuple[str | None, list[str]]:
     if not eligible:
         return None, []
     ranked = sorted(eligible, key=lambda s: (
-        s.missed_concept / max(len(s._concept()), 1),
+        s.missed_concept / max(len(s.concept_runs()), 1),
         s.median_delay_concept if s.median_delay_concept is not None else float("inf"),
         s.stationary.per_1e6))
     return ranked[0].method, [s.method for s in ranked]
@@ -189,7 +192,7 @@ def summary_table(summaries: list[DetectorSummary]) -> list[str]:
     for s in summaries:
         st = s.stationary
         rate = _fmt(st.per_1e6, 1) + (f" (on {st.measured:,} events, scaled)" if st.scaled else "")
-        concept = len(s._concept())
+        concept = len(s.concept_runs())
         lines.append(
             f"| {s.method}{' (default)' if s.method == DEFAULT else ''} | {rate} | {_fmt(s.median_delay_concept)} "
             f"| {s.missed_concept} of {concept} | {_fmt(s.median_delay_all)} | {s.missed_all} of {len(s.runs)} "
