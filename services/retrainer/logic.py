@@ -42,6 +42,7 @@ class LabelledData:
     labels: np.ndarray  # true class as str (classification) or true value as float (regression)
     event_time_ms: np.ndarray
     sql: str  # the query that produced it, for lineage
+    rows_needed: int = 0  # the request's need (RowFloor); 0: the Retrainer's own min_rows
 
 
 @dataclass(frozen=True)
@@ -110,13 +111,13 @@ class Retrainer:
         )
         return promote, reason
 
-    def evaluate(self, data: LabelledData, champion: LoadedModel, min_rows: int | None = None) -> Verdict:
+    def evaluate(self, data: LabelledData, champion: LoadedModel) -> Verdict:
         """Train a challenger on the older rows; gate it and profile it on the most recent ones.
 
-        ``min_rows`` is the request's need (:class:`~driftline.services.retrainer.floor.RowFloor`);
-        None means ``self.min_rows``. Raises ValueError when there are fewer rows.
+        Raises ValueError when there are fewer rows than ``data.rows_needed`` (the request's
+        need, :class:`~driftline.services.retrainer.floor.RowFloor`), or ``min_rows`` without one.
         """
-        needed = self.min_rows if min_rows is None else min_rows
+        needed = data.rows_needed or self.min_rows
         if len(data.labels) < needed:
             raise ValueError(f"{len(data.labels)} labelled rows; the retrainer needs {needed}")
         order = np.argsort(data.event_time_ms, kind="stable")
