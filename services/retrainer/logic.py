@@ -67,7 +67,9 @@ class Retrainer:
     holdout_fraction
         Most recent share of the rows kept for evaluation.
     min_rows
-        Labelled rows needed before a challenger is trained at all.
+        Labelled rows needed before a challenger is trained at all, when the data carries no
+        need of its own (``LabelledData.rows_needed``, set by the service from its
+        :class:`~driftline.services.retrainer.floor.RowFloor`).
     metric
         Gate metric (a key of ``HIGHER_IS_BETTER``); None means the task's default,
         accuracy for classification and MAE for regression.
