@@ -22,7 +22,9 @@ ModelEvent written to the registry's outbox in the same transaction: a 200 means
 the change is durable, and the event reaches the bus when the broker acknowledges
 it (:class:`driftline.registry.outbox.OutboxPublisher`), even if it is down now.
 A predictor that refuses a version it cannot load records it as a decision,
-``model_load_failed``.
+``model_load_failed``. A write may name the retrain request it answers
+(``"request_id"`` in the body, the retrainer's); it is kept on the audit row
+(``GET /v1/audit``) and carried by the ModelEvent.
 """
 
 from __future__ import annotations
