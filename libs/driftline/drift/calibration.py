@@ -80,12 +80,18 @@ Examples
 >>> fixed["x"].mode, fixed["x"].psi, fixed["x"].reset_below, fixed["x"].js
 ('fixed', 0.25, 0.1, None)
 
->>> rule = ThresholdRule("calibrated", false_alarm_rate=0.01)
+>>> rule = ThresholdRule("calibrated", false_alarm_rate=0.01)   # 2 features: 0.005 each
 >>> t = rule.for_window(profile, n=1000)["x"]
->>> t.mode, round(t.psi, 3), round(t.reset_below, 3), round(t.js, 3)
-('calibrated', 0.031, 0.009, 0.062)
->>> round(asymptotic_psi_threshold(n=1000, m=20_000, n_bins=10, tail=0.01 / 2), 3)   # the χ² formula agrees here
-0.03
+>>> t.mode, round(t.psi, 4), round(t.reset_below, 4), round(t.js, 4)
+('calibrated', 0.0259, 0.0123, 0.0683)
+
+The χ² formula is close at ``n = 1000`` (the threshold above is for ``n = 980``, the grid
+point below 1000), and too low at ``n = 200``:
+
+>>> round(asymptotic_psi_threshold(n=1000, m=20_000, n_bins=10, tail=0.005), 4)
+0.0248
+>>> round(rule.for_window(profile, n=200)["x"].psi, 3), round(asymptotic_psi_threshold(200, 20_000, 10, 0.005), 3)
+(0.129, 0.119)
 
 References
 ----------
@@ -295,7 +301,7 @@ def null_quantiles(profile: FeatureProfile, n: int, tail: float, *, m: int | Non
     >>> fp = FeatureProfile.fit_numeric("x", np.random.default_rng(1).normal(size=5000))
     >>> q = null_quantiles(fp, 1000, 0.01)
     >>> round(q.psi, 3), round(asymptotic_psi_threshold(1000, 5000, 10, 0.01), 3)
-    (0.027, 0.026)
+    (0.026, 0.026)
 
     """
     m = reference_size(profile, n) if m is None else int(m)
