@@ -9,6 +9,7 @@ service.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -116,6 +117,17 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="Port of the service's own /metrics (Prometheus); unset means none.")
     metrics_host: str = Field("127.0.0.1", description="Address the metrics port listens on (0.0.0.0 in a container).")
+
+    # --- calibrated thresholds (issue 11): the PSI alarm set by a false-alarm rate ---------
+    # fixed: DRIFTLINE_DRIFT_PSI_THRESHOLD / _RESET_BELOW for every window. calibrated: per feature
+    # and window, the PSI a window without drift exceeds with probability rate / features
+    # (Monte-Carlo null of the feature's bins for the window's n and the reference's m); see
+    # driftline.drift.calibration and the README's "Calibrated thresholds".
+    drift_threshold_mode: Literal["fixed", "calibrated"] = Field(
+        "fixed", description="fixed (PSI bands 0.25 / 0.10) or calibrated (set by drift_false_alarm_rate)")
+    drift_false_alarm_rate: float = Field(
+        0.01, gt=0, lt=0.5, description="calibrated mode: probability that a window without drift alarms "
+                                        "on any feature (score included)")
 
     # runner error policy: how long to wait between retries while a dependency is down
     retry_backoff_initial_s: float = Field(

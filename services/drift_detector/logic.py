@@ -47,6 +47,7 @@ from driftline.drift import (
     WindowedProfileCounter,
     WindowSpec,
 )
+from driftline.drift.calibration import ThresholdRule
 from driftline.drift.detectors import BINARY_METHODS
 from driftline.drift.recent import RecentKeys
 from driftline.timeutil import to_ms
@@ -104,14 +105,19 @@ class DriftDetector:
         recognise a republished record.
     retire_after_ms
         Wall time without records after which a version superseded by a newer one is retired.
+    thresholds
+        How each window's alarm levels are set (fixed bands or a false-alarm rate); they are
+        written with its rows and read by the policy. Default: the policy's own fixed levels.
     """
 
     def __init__(self, profile_of: Callable[[str, int], ReferenceProfile | None], spec: WindowSpec,
                  policy: AlertPolicy, concept_method: dict[str, str] | None = None,
                  concept_params: dict[str, dict] | None = None, coverage_horizon_ms: int = 86_400_000,
                  dedupe_predictions: int = 50_000, dedupe_labeled: int = 50_000,
-                 retire_after_ms: int = 3_600_000):
+                 retire_after_ms: int = 3_600_000, thresholds: ThresholdRule | None = None):
         self.profile_of = profile_of
+        self.thresholds = thresholds or ThresholdRule(psi_threshold=policy.psi_threshold,
+                                                      reset_below=policy.reset_below)
         self.spec = spec
         self.policy = policy
         self.concept_method = concept_method or {}
@@ -179,7 +185,7 @@ class DriftDetector:
             times = np.fromiter((to_ms(p["event_time"]) for p in group), np.int64, len(group))
             state.coverage.add_predictions(times)
             for window in state.counter.update(columns_of(group, state.counter.profile), times):
-                stats = window.stats(state.counter.profile)
+                stats = window.stats(state.counter.profile, thresholds=self.thresholds)
                 for signal in stats.to_signals():
                     out.metric_rows.append(metric_row(key, signal, now_ms))
                     if signal["statistic"] == "psi":
@@ -207,7 +213,7 @@ class DriftDetector:
             if state is None:
                 continue
             for window in state.counter.flush():
-                for signal in window.stats(state.counter.profile).to_signals():
+                for signal in window.stats(state.counter.profile, thresholds=self.thresholds).to_signals():
                     out.metric_rows.append(metric_row(key, signal, now_ms))
             out.metric_rows.extend(self._coverage_rows(key, state, now_ms))
             log.warning("%s v%s retired: no records for %d ms and a newer version is monitored", *key,

@@ -187,7 +187,8 @@ class AlertPolicy:
             raise ValueError("the window has no event time (give the counter event_time_ms)")
         feats = ws.features
         if st.in_incident:
-            if all(s.psi < self.reset_below for s in feats.values()):
+            if all(s.psi < (s.reset_below if s.threshold_mode == "calibrated" else self.reset_below)
+                   for s in feats.values()):
                 st.in_incident = False
                 st.streaks.clear()
             return None
@@ -195,7 +196,7 @@ class AlertPolicy:
         t1 = ws.end if ws.by == "time" else ws.max_event_time_ms
         k = self.consecutive_windows
         for f, s in feats.items():
-            if s.psi >= self.psi_threshold:
+            if s.psi >= (s.threshold if s.threshold_mode == "calibrated" else self.psi_threshold):
                 run = st.streaks.setdefault(f, [])
                 run.append([float(s.psi), ws.start, ws.end, t0, t1])
                 del run[:-k]

@@ -55,6 +55,7 @@ def label_joiner(ctx: Context) -> LabelJoinerService:
 
 def drift_detector(ctx: Context) -> DriftDetectorService:
     from driftline.drift import AlertPolicy, WindowSpec
+    from driftline.drift.calibration import ThresholdRule
     from driftline.services.drift_detector.logic import DriftDetector
     from driftline.services.drift_detector.service import DriftDetectorService, profile_from_registry
 
@@ -67,7 +68,10 @@ def drift_detector(ctx: Context) -> DriftDetectorService:
     detector = DriftDetector(profile_from_registry(ctx.registry), spec, policy,
                              concept_method=s.concept_detectors, concept_params=s.concept_params,
                              dedupe_predictions=s.drift_dedupe_predictions, dedupe_labeled=s.drift_dedupe_labeled,
-                             retire_after_ms=s.drift_retire_after_ms)
+                             retire_after_ms=s.drift_retire_after_ms,
+                             thresholds=ThresholdRule(s.drift_threshold_mode, psi_threshold=s.drift_psi_threshold,
+                                                      reset_below=s.drift_reset_below,
+                                                      false_alarm_rate=s.drift_false_alarm_rate))
     return DriftDetectorService(detector)
 
 
