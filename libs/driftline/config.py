@@ -137,6 +137,13 @@ class Settings(BaseSettings):
                                 "answers 503 with the records still in flight (they may yet arrive; a retry is "
                                 "harmless).")
 
+    # --- drift-detector: a policy that stays awake (issue 11) ---------------
+    drift_rearm_after_ms: int = Field(
+        300_000, ge=0, description="Event time after a retrain request's challenger is rejected (or the request "
+                                   "failed or was skipped) before its model may ask again; doubled with each "
+                                   "attempt of an incident, capped at drift_cooldown_ms. drift_cooldown_ms "
+                                   "itself applies after a promotion (or to requests no retrainer answers).")
+
     @field_validator("concept_detectors")
     @classmethod
     def _known_detectors(cls, detectors: dict[str, str]) -> dict[str, str]:

@@ -359,11 +359,11 @@ class AlertPolicy:
         (default: :meth:`event_time` of ``model``); True if it changed anything (rule 5)."""
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown retrain outcome {outcome!r}; expected one of {OUTCOMES}")
-        if request_id in self._answered:
+        request = self._requests.get(request_id)
+        if request_id in self._answered or (request is not None and request.model != model):
             return False
         _remember(self._answered, request_id, outcome)
-        request = self._requests.get(request_id)
-        if request is None or request.model != model:
+        if request is None:
             return False
         del self._requests[request_id]
         at = at_ms if at_ms is not None else self._clock.get(model, 0)
