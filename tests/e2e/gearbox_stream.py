@@ -76,18 +76,24 @@ def stream(phases: list[Phase], seed: int = 5) -> pd.DataFrame:
     return frame
 
 
-def register_champion(app: Embedded, rows: int = 6000, seed: int = 1) -> int:
-    """v1, trained on the normal regime, as champion."""
-    frame = gearbox(rows, np.random.default_rng(seed))
+def register_version(app: Embedded, rows: int = 6000, seed: int = 1, *, hot: bool = False) -> int:
+    """A version trained on ``rows`` readings of the normal (or ``hot``) regime, profiled on them."""
+    frame = gearbox(rows, np.random.default_rng(seed), hot=hot)
     features, labels = frame.drop(columns="status"), frame["status"].to_numpy(dtype=object)
     recipe = default_recipe("classification")
     trained = train(recipe, CONTRACT, features, labels)
     version = app.registry.register(
-        MODEL, trained.estimator, CONTRACT, actor="test", reason="first gearbox model", recipe=recipe,
+        MODEL, trained.estimator, CONTRACT, actor="test", reason="a gearbox model", recipe=recipe,
         params=recipe.get("params", {}), metrics=classification_metrics(trained.estimator, features, labels),
-        lineage={"source": "tests/e2e/gearbox_stream.py", "rows": rows}, profile=trained.profile)
-    app.registry.set_alias(MODEL, "champion", version.version, actor="test", reason="first champion")
+        lineage={"source": "tests/e2e/gearbox_stream.py", "rows": rows, "hot": hot}, profile=trained.profile)
     return version.version
+
+
+def register_champion(app: Embedded, rows: int = 6000, seed: int = 1) -> int:
+    """v1, trained on the normal regime, as champion."""
+    version = register_version(app, rows, seed)
+    app.registry.set_alias(MODEL, "champion", version, actor="test", reason="first champion")
+    return version
 
 
 @dataclass
@@ -97,6 +103,7 @@ class GearboxRun:
     app: Embedded
     chunk: int = 1000
     label_delay: int = 2000  # a label arrives this many events after its event
+    labels: bool = True  # False: events only (data drift needs no labels)
     requests: list[dict[str, Any]] = field(default_factory=list)  # RetrainRequests, with the events streamed
     model_events: list[dict[str, Any]] = field(default_factory=list)
     streamed: int = 0
@@ -121,6 +128,8 @@ class GearboxRun:
         self._watch_bus()
 
     def _send(self, topic: str, records: list[dict[str, Any]]) -> None:
+        if topic == LABELS and not self.labels:
+            return
         for record in records:
             self._producer.produce(topic, self.app.codec.encode(topic, record), key=record["event_id"].encode())
         self._producer.flush()
@@ -134,6 +143,11 @@ class GearboxRun:
                 else:
                     self.model_events.append({**record, "streamed": self.streamed})
             self._watch.commit(next_offsets(batch))
+
+    def publish_model_event(self, event: dict[str, Any]) -> None:
+        """A ModelEvent on the ``models`` topic, as the registry's outbox publishes one."""
+        self._producer.produce(MODELS, self.app.codec.encode(MODELS, event), key=event["model"].encode())
+        self._producer.flush()
 
     def promotions(self) -> list[dict[str, Any]]:
         return [e for e in self.model_events if e["action"] == "alias_moved" and e["alias"] == "champion"
