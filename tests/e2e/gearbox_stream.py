@@ -26,7 +26,7 @@ from driftline.contract import FeatureContract
 from driftline.entry.embedded import Embedded
 from driftline.models import default_recipe
 from driftline.topics import FEATURES, LABELS, MODELS, RETRAIN
-from driftline.training import classification_metrics, train
+from driftline.training import classification_metrics, reference_profile, train
 
 MODEL = "gearbox"
 NUMERIC = ("oil_temp_c", "vibration_mm_s", "load_fraction")
@@ -76,22 +76,26 @@ def stream(phases: list[Phase], seed: int = 5) -> pd.DataFrame:
     return frame
 
 
-def register_version(app: Embedded, rows: int = 6000, seed: int = 1, *, hot: bool = False) -> int:
-    """A version trained on ``rows`` readings of the normal (or ``hot``) regime, profiled on them."""
-    frame = gearbox(rows, np.random.default_rng(seed), hot=hot)
+def register_version(app: Embedded, rows: int = 6000, seed: int = 1, *, hot: bool = False,
+                     recipe: dict[str, Any] | None = None) -> int:
+    """A version trained on ``rows`` readings of the normal (or ``hot``) regime and profiled on as many
+    others (reference data it did not train on, as ``driftline model register --reference`` takes)."""
+    rng = np.random.default_rng(seed)
+    frame, reference = gearbox(rows, rng, hot=hot), gearbox(rows, rng, hot=hot)
     features, labels = frame.drop(columns="status"), frame["status"].to_numpy(dtype=object)
-    recipe = default_recipe("classification")
+    recipe = recipe or default_recipe("classification")
     trained = train(recipe, CONTRACT, features, labels)
+    profile = reference_profile(trained.estimator, CONTRACT, reference.drop(columns="status"))
     version = app.registry.register(
         MODEL, trained.estimator, CONTRACT, actor="test", reason="a gearbox model", recipe=recipe,
         params=recipe.get("params", {}), metrics=classification_metrics(trained.estimator, features, labels),
-        lineage={"source": "tests/e2e/gearbox_stream.py", "rows": rows, "hot": hot}, profile=trained.profile)
+        lineage={"source": "tests/e2e/gearbox_stream.py", "rows": rows, "hot": hot}, profile=profile)
     return version.version
 
 
-def register_champion(app: Embedded, rows: int = 6000, seed: int = 1) -> int:
+def register_champion(app: Embedded, rows: int = 6000, seed: int = 1, recipe: dict[str, Any] | None = None) -> int:
     """v1, trained on the normal regime, as champion."""
-    version = register_version(app, rows, seed)
+    version = register_version(app, rows, seed, recipe=recipe)
     app.registry.set_alias(MODEL, "champion", version, actor="test", reason="first champion")
     return version
 
