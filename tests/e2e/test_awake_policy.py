@@ -20,6 +20,8 @@ them minutes instead of seconds, and they are not what is being tested.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -37,33 +39,18 @@ from gearbox_stream import EPOCH_MS, MODEL, SPACING_MS, WINDOW_MS, GearboxRun, P
 GLITCH = (3000, 5000)  # labels flipped
 CHANGE_AT = 14_400  # a window boundary (1,440 s)
 PHASES = [Phase(GLITCH[0]), Phase(GLITCH[1] - GLITCH[0], flipped=True), Phase(CHANGE_AT - GLITCH[1]),
-          Phase(16_000, hot=True)]
+          Phase(7_000, hot=True)]
 FOREST = {"estimator": "random_forest", "params": {"n_estimators": 40, "random_state": 0, "n_jobs": 1}}
 STATIONARY = 200_000
 
-#: The README's query: one incident from its first drifted window to the promotion.
-INCIDENT_SQL = """
-SELECT at, step, what, detail, request_id FROM (
-    SELECT fromUnixTimestamp64Milli(window_start, 'UTC') AS at, 'drift' AS step,
-           concat(kind, ' ', feature, ' v', toString(model_version)) AS what,
-           concat(statistic, ' ', toString(round(value, 3))) AS detail, '' AS request_id
-    FROM drift_metrics FINAL
-    WHERE model = {model:String} AND band = 'act' AND (statistic = 'psi' OR kind = 'concept')
-      AND window_start >= (SELECT toUnixTimestamp64Milli(min(window_start)) FROM retrain_requests FINAL
-                           WHERE incident_id = {incident:String})
-      AND window_start <= (SELECT toUnixTimestamp64Milli(max(requested_at)) FROM retrain_requests FINAL
-                           WHERE incident_id = {incident:String})
-    UNION ALL
-    SELECT requested_at, 'request', concat(reason, ' v', toString(model_version), ', attempt ', toString(attempt)),
-           concat(status, if(rows_used IS NULL, '', concat(', ', toString(rows_used), ' rows'))), request_id
-    FROM retrain_requests FINAL WHERE incident_id = {incident:String}
-    UNION ALL
-    SELECT occurred_at, 'audit', concat(action, if(alias = '', '', concat(' ', alias)), ' v', toString(version)),
-           reason, request_id
-    FROM audit FINAL
-    WHERE request_id IN (SELECT request_id FROM retrain_requests FINAL WHERE incident_id = {incident:String})
-) ORDER BY step = 'audit', at
-"""
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def incident_sql(incident_id: str) -> str:
+    """The README's query that shows one incident end to end, for ``incident_id``."""
+    text = README.read_text()
+    start = text.index("-- one incident, end to end")
+    return text[start:text.index("```", start)].replace("'INCIDENT'", f"'{incident_id}'")
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +98,7 @@ def test_a_rejected_false_alarm_does_not_blind_the_loop_to_a_real_change(loop):
     assert accuracy[1] < 0.65 and accuracy[champion] > 0.8, accuracy
 
     # One query shows the incident: drifted windows, its requests, the promotion.
-    _, rows = app.store.query(INCIDENT_SQL, {"model": MODEL, "incident": real["incident_id"]})
+    _, rows = app.store.query(incident_sql(real["incident_id"]))
     steps = [row[1] for row in rows]
     assert steps[0] == "drift" and "request" in steps and steps[-1] == "audit"
     assert any(row[1] == "audit" and row[2] == f"alias_moved champion v{champion}" for row in rows)
