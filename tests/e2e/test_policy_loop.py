@@ -16,6 +16,7 @@ import json
 from driftline.config import Settings
 from driftline.entry.embedded import Embedded
 from driftline.timeutil import to_ms
+from driftline.topics import MODELS
 
 from gearbox_stream import EPOCH_MS, MODEL, WINDOW_MS, GearboxRun, Phase, register_champion, \
     register_version, stream
@@ -36,6 +37,11 @@ def test_a_rejected_request_rearms_the_incident_and_a_promotion_cools_the_model_
         retrainer = next(r for r in app.runners if r.service.name == "retrainer")
         app.runners.remove(retrainer)  # the outcomes are ours to give
         retrainer.close()
+        detector_runner = next(r for r in app.runners if r.service.name == "drift-detector")
+        # The runner `driftline up` and `driftline serve drift-detector` build alike (wiring.make_runner):
+        # model events are read by a control consumer of its own, the back-off comes from the settings.
+        assert detector_runner.control is not None and detector_runner.control.topics == [MODELS]
+        assert detector_runner.service.detector.policy.rearm_after_ms == REARM_MS
         register_champion(app)
         run = GearboxRun(app, labels=False)
         frame = stream([Phase(2400), Phase(12_000, hot=True), Phase(6_000, hot=True)])
@@ -43,8 +49,7 @@ def test_a_rejected_request_rearms_the_incident_and_a_promotion_cools_the_model_
         run.feed(frame.iloc[:4800])  # two normal windows, two hot ones: one request
         (first,) = run.requests
         assert (first["attempt"], first["incident_id"], first["reason"]) == (1, first["request_id"], "data_drift")
-        detector = next(r.service.detector for r in app.runners if r.service.name == "drift-detector")
-        heard_ms = detector.policy.event_time(MODEL)  # the rejection is heard before the next events are counted
+        heard_ms = detector_runner.service.detector.policy.event_time(MODEL)  # the rejection is heard before the next events are counted
         run.publish_model_event(model_event(app, 1, "rejected", first["request_id"]))
 
         run.feed(frame.iloc[4800:14_400])
