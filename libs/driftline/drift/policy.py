@@ -312,9 +312,10 @@ class AlertPolicy:
             raise ValueError("the window has no event time (give the counter event_time_ms)")
         self._tick(model, now)
         feats = ws.features
-        if st.in_incident and all(s.psi < self.reset_below for s in feats.values()):
-            self._end_incident(st)
-            return None
+        if st.in_incident:
+            if all(s.psi < self.reset_below for s in feats.values()):
+                self._end_incident(st)
+                return None
         t0 = ws.start if ws.by == "time" else ws.min_event_time_ms
         t1 = ws.end if ws.by == "time" else ws.max_event_time_ms
         k = self.consecutive_windows
