@@ -47,9 +47,16 @@ class Settings(BaseSettings):
     # retrainer
     retrain_margin: float = Field(0.01, description="accuracy the challenger must gain to be promoted")
     retrain_holdout_fraction: float = Field(0.3, gt=0, lt=1)
-    retrain_min_rows: int = Field(3000, ge=10, description="labelled rows needed to train a challenger")
-    retrain_max_rows: int = Field(50_000, ge=10, description="most recent labelled rows used at most")
+    retrain_min_rows: int = Field(
+        3000, ge=10, description="absolute lower bound on the labelled rows a challenger is trained and judged on "
+                                 "(the need is usually the champion's training size: see retrain_floor_share)")
+    retrain_max_rows: int = Field(50_000, ge=10, description="most recent labelled rows used at most; caps the need")
     retrain_wait_ms: int = Field(3_600_000, ge=0, description="how long a request waits for enough labels")
+    retrain_floor_share: float = Field(
+        1.0, ge=0, description="a challenger trains on at least this share of the champion's training rows (its "
+                               "lineage train_rows); the labelled rows needed are that over (1 - holdout fraction), "
+                               "doubled for each later attempt of an incident, capped at retrain_max_rows; "
+                               "0: retrain_min_rows and the request's min_rows alone")
 
     # retrainer gate per task (classification: accuracy; regression: MAE, lower is better)
     retrain_metric: str | None = Field(

@@ -2,9 +2,12 @@
 
 The reference profile (features and score) always comes from rows the model
 did not train on: a held-out part of the training table, or a separate
-reference table. Drift is then measured against what the model does on
-unseen data, not against data it has memorised. The metrics are measured on
-the same rows.
+reference table (less any of its rows that are also training rows). Drift is
+then measured against what the model does on unseen data, not against data it
+has memorised. The metrics are measured on the same rows. For a pipeline
+trained elsewhere driftline cannot know its training rows; the lineage says so.
+The lineage records how the profile was made: ``profile_rows`` and
+``profile_from``.
 
 Nothing here writes: :class:`PreparedVersion` holds everything a registry
 needs (``driftline model register`` does the writing).
@@ -25,7 +28,7 @@ from driftline.contract_inference import ContractInference
 from driftline.datasets import TableSource, require_columns
 from driftline.drift.profile import ReferenceProfile
 from driftline.models import build_pipeline
-from driftline.training import classification_metrics, data_sha256
+from driftline.training import classification_metrics, data_sha256, prediction_score
 
 EXTERNAL_RECIPE = {"refit": "clone"}
 """The recipe of a pipeline trained elsewhere: the retrainer refits a clone of the champion's own pipeline."""
@@ -46,10 +49,31 @@ class PreparedVersion:
 
 
 def score(estimator: Any, contract: FeatureContract, frame: pd.DataFrame) -> np.ndarray:
-    """What the drift detector profiles as the model's output: the last class's probability, or the prediction."""
-    if contract.task == "regression":
-        return np.asarray(estimator.predict(frame), dtype=float)
-    return estimator.predict_proba(frame)[:, -1]
+    """What the predictor publishes as the score and the drift detector profiles: the prediction (regression),
+    the positive class's probability (two classes) or the predicted class's probability (more)."""
+    return prediction_score(estimator, contract, frame)
+
+
+def _row_keys(features: pd.DataFrame, labels: np.ndarray) -> np.ndarray:
+    """One hash per row of features and label, to find the same row in two tables."""
+    keyed = features.reset_index(drop=True).assign(__label__=pd.Series(labels).astype(str).to_numpy())
+    return pd.util.hash_pandas_object(keyed, index=False).to_numpy()
+
+
+def _not_training_rows(inference: ContractInference, reference: pd.DataFrame, training: pd.DataFrame,
+                       notes: list[str], file: str) -> tuple[pd.DataFrame, int]:
+    """``reference`` without the rows (features and label) that are also in ``training``, and how many went."""
+    seen = set(_row_keys(inference.features(training), inference.labels(training)).tolist())
+    shared = np.fromiter((k in seen for k in _row_keys(inference.features(reference), inference.labels(reference))),
+                         dtype=bool, count=len(reference))
+    if shared.all():
+        raise ValueError(f"every row of {file} is also a training row, so it cannot show what the model does on "
+                         f"data it did not train on; give rows kept out of training, or leave out --reference "
+                         f"(a holdout of the training table is profiled then)")
+    if shared.any():
+        notes.append(f"{file}: {int(shared.sum())} rows that are also training rows left out of the profile "
+                     f"and the metrics")
+    return reference[~shared], int(shared.sum())
 
 
 def profile_of(estimator: Any, inference: ContractInference, frame: pd.DataFrame) -> dict[str, Any]:
@@ -119,14 +143,15 @@ def from_table(
     if reference is None:
         train_at, held_at = holdout_split(frame, labels, holdout_fraction, seed, contract.task == "classification")
         train_frame, held_frame = frame.iloc[train_at], frame.iloc[held_at]
-        held_from = {"held_out_of": source.file, "fraction": holdout_fraction, "seed": seed}
+        held_from = {"held_out_of": source.file, "fraction": holdout_fraction, "seed": seed, "in_sample": False}
     else:
         held_frame, ref_source = reference
         require_columns(held_frame, list(contract.numeric + contract.categorical) + [inference.target],
                         ref_source.file, "feature or target")
         held_frame = _labelled(inference, held_frame, notes, ref_source.file)
         train_frame = frame
-        held_from = {"reference": ref_source.to_dict()}
+        held_frame, shared = _not_training_rows(inference, held_frame, train_frame, notes, ref_source.file)
+        held_from = {"reference": ref_source.to_dict(), "training_rows_left_out": shared, "in_sample": False}
     train_features, train_labels = inference.features(train_frame), inference.labels(train_frame)
     estimator = build_pipeline(recipe, contract).fit(train_features, train_labels)
     held_features, held_labels = inference.features(held_frame), inference.labels(held_frame)
@@ -213,7 +238,10 @@ def from_artifact(
             raise ValueError(f"{artifact_file} cannot score {ref_source.file}: {type(exc).__name__}: {exc}") from exc
         if metrics:
             metrics["evaluated_on"] = "reference"
-        profile_rows, held_from = len(frame), {"reference": ref_source.to_dict()}
+        # Trained elsewhere: whether these rows were among its training rows is the user's to know.
+        profile_rows, held_from = len(frame), {"reference": ref_source.to_dict(), "in_sample": "unknown",
+                                               "note": "pipeline trained outside driftline: give reference rows "
+                                                       "it did not train on"}
     lineage = {
         "origin": "external artifact: trained outside driftline",
         "artifact": {"file": artifact_file, "sha256": artifact_sha256, "type": _type_name(estimator)},

@@ -2,6 +2,11 @@
 
 Shared by the demo's first model and the retrainer's challengers, so every
 version in the registry carries the same kind of lineage and reference profile.
+
+The reference profile should come from rows the model did not train on
+(``train(..., reference=held_out_rows)``): a model's scores on its own training
+rows are more confident than on new data (a random forest's most of all), so a
+profile of them makes every later window of live scores look drifted.
 The task comes from the contract: classification (binary or multiclass, scored
 with ``predict_proba``) or regression (scored with ``predict``).
 """
@@ -27,7 +32,9 @@ class Trained:
     estimator: Any
     profile: dict[str, Any]
     data_sha256: str
-    rows: int
+    rows: int  # training rows
+    profile_rows: int = 0  # rows the profile was made from
+    profile_in_sample: bool = True  # True when those are the training rows themselves
 
 
 def data_sha256(frame: pd.DataFrame, labels: np.ndarray) -> str:
@@ -59,12 +66,16 @@ def reference_profile(estimator: Any, contract: FeatureContract, frame: pd.DataF
 
 
 def train(recipe: dict[str, Any], contract: FeatureContract, frame: pd.DataFrame, labels: np.ndarray,
-          template: Any = None) -> Trained:
+          template: Any = None, *, reference: pd.DataFrame | None = None) -> Trained:
     """Fit ``recipe`` on ``frame`` / ``labels`` (numeric targets for regression).
 
     A recipe without an estimator (``{}`` or ``{"refit": "clone"}``: a model
     trained elsewhere) refits ``sklearn.base.clone(template)``, the champion's
     own pipeline with its hyper-parameters and none of its fitted state.
+
+    The reference profile is made on ``reference``, rows the model did not train
+    on; without it, on the training rows (in-sample, which overstates the score's
+    confidence: only for callers that profile elsewhere or have no other rows).
     """
     if refits_by_clone(recipe):
         if template is None:
@@ -75,7 +86,9 @@ def train(recipe: dict[str, Any], contract: FeatureContract, frame: pd.DataFrame
     if contract.task == "regression":
         labels = np.asarray(labels, dtype=np.float64)
     estimator.fit(frame, labels)
-    return Trained(estimator, reference_profile(estimator, contract, frame), data_sha256(frame, labels), len(frame))
+    profiled = frame if reference is None else reference
+    return Trained(estimator, reference_profile(estimator, contract, profiled), data_sha256(frame, labels), len(frame),
+                   profile_rows=len(profiled), profile_in_sample=reference is None)
 
 
 def regression_metrics(estimator: Any, frame: pd.DataFrame, values: np.ndarray) -> dict[str, float]:

@@ -22,7 +22,9 @@ ModelEvent written to the registry's outbox in the same transaction: a 200 means
 the change is durable, and the event reaches the bus when the broker acknowledges
 it (:class:`driftline.registry.outbox.OutboxPublisher`), even if it is down now.
 A predictor that refuses a version it cannot load records it as a decision,
-``model_load_failed``.
+``model_load_failed``. A write may name the retrain request it answers
+(``"request_id"`` in the body, the retrainer's); it is kept on the audit row
+(``GET /v1/audit``) and carried by the ModelEvent.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ AliasName = Annotated[str, Path(pattern=ALIAS_PATTERN)]
 Actor = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 Reason = Annotated[str, StringConstraints(max_length=10_000)]
 FeatureName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+RequestIdText = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+REQUEST_ID_DOC = "The retrain request this change answers (the retrainer's); kept on the audit row and the ModelEvent."
 
 
 class Contract(BaseModel):
@@ -78,6 +82,7 @@ class NewVersion(BaseModel):
     metrics: dict[str, Any] = {}
     lineage: dict[str, Any] = {}
     profile: dict[str, Any] = {}
+    request_id: RequestIdText | None = Field(None, description=REQUEST_ID_DOC)
 
 
 class AliasMove(BaseModel):
@@ -85,6 +90,7 @@ class AliasMove(BaseModel):
     actor: Actor
     reason: Reason
     no_monitoring: bool = Field(False, description="Allow a champion without a reference profile (409 otherwise).")
+    request_id: RequestIdText | None = Field(None, description=REQUEST_ID_DOC)
 
 
 class Rollback(BaseModel):
@@ -97,6 +103,7 @@ class Decision(BaseModel):
     action: str = Field(pattern="^[a-z_]{1,64}$", description="e.g. rejected")
     actor: Actor
     reason: Reason
+    request_id: RequestIdText | None = Field(None, description=REQUEST_ID_DOC)
 
 
 def create_app(registry: Registry, token: str | None, *, read_token: str | None = None,
@@ -176,7 +183,7 @@ def create_app(registry: Registry, token: str | None, *, read_token: str | None 
             meta = registry.register_artifact(
                 model, artifact, contract,
                 actor=body.actor, reason=body.reason, recipe=body.recipe, params=body.params,
-                metrics=body.metrics, lineage=body.lineage, profile=body.profile)
+                metrics=body.metrics, lineage=body.lineage, profile=body.profile, request_id=body.request_id)
         except (UntrustedArtifact, InvalidModelName) as exc:
             raise HTTPException(422, str(exc)) from exc
         except ProbeUnavailable as exc:
@@ -188,7 +195,7 @@ def create_app(registry: Registry, token: str | None, *, read_token: str | None 
     def move_alias(model: ModelName, alias: AliasName, body: AliasMove) -> dict[str, Any]:
         try:
             return _call(registry.set_alias, model, alias, body.version, actor=body.actor, reason=body.reason,
-                         no_monitoring=body.no_monitoring)
+                         no_monitoring=body.no_monitoring, request_id=body.request_id)
         except MonitoringRequired as exc:
             raise HTTPException(409, str(exc)) from exc
 
@@ -198,7 +205,8 @@ def create_app(registry: Registry, token: str | None, *, read_token: str | None 
 
     @app.post("/v1/models/{model}/versions/{version}/decisions", dependencies=[Depends(require_token)])
     def decision(model: ModelName, version: VersionNumber, body: Decision) -> dict[str, Any]:
-        return _call(registry.record, model, version, body.action, actor=body.actor, reason=body.reason)
+        return _call(registry.record, model, version, body.action, actor=body.actor, reason=body.reason,
+                     request_id=body.request_id)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -3,7 +3,17 @@
 A request waits (in checkpointed state) until the store holds enough labelled
 rows from its data window, because labels arrive long after the drift that
 triggered it; after ``wait_ms`` without enough rows it is given up, with an
-audit row saying why.
+audit row saying why. How many is enough is the request's
+:class:`~driftline.services.retrainer.floor.RowNeed`: as many as give the
+challenger the champion's training size, more for a later attempt of an
+incident, capped at ``max_rows`` (see :mod:`driftline.services.retrainer.floor`).
+
+What happened to a request is told three ways, all naming its request id: the
+registry's audit rows and ModelEvents (``registered``, ``alias_moved``,
+``rejected``, ``retrain_failed``, ``retrain_skipped``; the drift-detector
+re-arms an incident from them), the ``retrain_requests`` table (a ``training``
+row, then the outcome with the decision, the challenger and the rows used), and
+:attr:`RetrainerService.outcomes`.
 
 Training labels follow the champion's task: the true class for classification,
 the true value (``labels.value``) for regression.
@@ -25,7 +35,8 @@ Failure is a designed path:
   request (a crash after registering, before the commit) completes that
   version's decision, recorded in its lineage, and never trains or registers
   again; alias moves and the rejection row are skipped when the audit log
-  already holds them.
+  already holds them (found by the request id on the audit row; by the reason
+  text for rows written before audit rows had one).
 - **Transient is not failed.** The store or the registry unreachable
   (:func:`driftline.failure.is_transient`) propagates to the runner, which
   retries with backoff; the request stays pending.
@@ -48,7 +59,10 @@ from driftline.runner import Incoming, Output
 from driftline.store import Store
 from driftline.timeutil import to_datetime, to_ms
 from driftline.topics import RETRAIN
+from driftline.services.retrainer.floor import RowFloor
 from driftline.services.retrainer.logic import LabelledData, Retrainer, Verdict
+from driftline.services.retrainer.request_rows import TABLE as REQUESTS_TABLE
+from driftline.services.retrainer.request_rows import request_row
 from driftline.services.retrainer.worker import TrainingJob
 
 log = logging.getLogger(__name__)
@@ -98,11 +112,14 @@ class RetrainerService:
     topics = [RETRAIN]
 
     def __init__(self, retrainer: Retrainer, store: Store, registry: Any, *, max_rows: int = 50_000,
-                 wait_ms: int = 3_600_000, timeout_s: float = 600.0):
+                 wait_ms: int = 3_600_000, timeout_s: float = 600.0, floor: RowFloor | None = None):
         self.retrainer = retrainer
         self.store = store
         self.registry = registry
         self.max_rows = max_rows
+        # the labelled rows a request needs; by default the champion's training size, bounded by the settings
+        self.floor = floor or RowFloor(min_rows=retrainer.min_rows, max_rows=max_rows,
+                                       holdout_fraction=retrainer.holdout_fraction)
         self.wait_ms = wait_ms
         self.timeout_s = timeout_s
         self.pending: list[dict[str, Any]] = []  # requests not yet done with (incl. the one in training)
@@ -110,14 +127,22 @@ class RetrainerService:
         self.outcomes: list[dict[str, Any]] = []  # what happened to each request, newest last
         self.job: TrainingJob | None = None  # the training under way, or finished and not yet registered
         self._job_input: Prepared | None = None
+        # retrain_requests rows not yet handed to the runner: kept across a handle() that raises
+        self._rows: list[dict[str, Any]] = []
+        self._now_ms = 0
 
     # -- the poll loop ---------------------------------------------------------------------
 
     def handle(self, batch: list[Incoming], now_ms: int) -> Output:
+        self._now_ms = now_ms
         for item in batch:
             request = {**item.record, "window_start": to_ms(item.record["window_start"]),
                        "window_end": to_ms(item.record["window_end"]),
                        "requested_at": to_ms(item.record["requested_at"]), "received_at": now_ms}
+            # a request from before issue 11 (or a test's dict) lacks these: the schema's defaults
+            request["incident_id"] = request.get("incident_id") or request["request_id"]
+            request["attempt"] = int(request.get("attempt") or 1)
+            request["min_rows"] = int(request.get("min_rows") or 0)
             if request["request_id"] not in {p["request_id"] for p in self.pending} | set(self.done):
                 self.pending.append(request)
         if self.job is not None:
@@ -131,7 +156,10 @@ class RetrainerService:
                 if is_transient(exc):
                     raise
                 self._fail(request, _describe(exc))
-        return Output()
+        out = Output()
+        out.add_rows(REQUESTS_TABLE, self._rows)
+        self._rows = []
+        return out
 
     @property
     def busy(self) -> bool:
@@ -153,7 +181,7 @@ class RetrainerService:
         """Serve ``request`` if its data is there: give it up, complete it from the registry, or start training."""
         model, start = request["model"], to_datetime(request["window_start"])
         rows = int(self.store.scalar(COUNT_SQL, {"model": model, "start": start}))
-        if not self.retrainer.enough(rows):
+        if rows < self._need(request):
             if now_ms - request["received_at"] >= self.wait_ms:
                 self._give_up(request, rows)
             return
@@ -166,15 +194,19 @@ class RetrainerService:
         failed = self._recorded_failure(model, request["request_id"])
         if failed is not None:  # failed before a crash: the same outcome, without a second training or audit row
             self._finish(request, {"request_id": request["request_id"], "outcome": "failed", "reason": failed["reason"],
-                                   "replayed": True})
+                                   "rows": None, "rows_needed": request.get("rows_needed"), "replayed": True})
             return
         prepared = self._prepare(request)
         self._job_input = prepared
         self.job = TrainingJob.start(request["request_id"],
                                      lambda: self.retrainer.evaluate(prepared.data, prepared.champion),
                                      timeout_s=self.timeout_s)
+        used = len(prepared.data.labels)
+        self._rows.append(request_row(request, "training", self._now_ms, rows_used=used,
+                                      decision=f"training a challenger on {used} labelled rows "
+                                               f"({request['need']['describe']})"))
         log.info("retrainer: training a challenger for request %s (%s) on %d rows", request["request_id"], model,
-                 len(prepared.data.labels))
+                 used)
 
     def _collect(self) -> None:
         """Pick up the training's result: register and decide, or record why it failed."""
@@ -185,7 +217,8 @@ class RetrainerService:
             return
         if job.expired():
             # The thread cannot be killed; it runs on in the background and its result is dropped.
-            self._fail(request, f"timed out after {self.timeout_s:g} s (retrain_timeout_s)")
+            self._fail(request, f"timed out after {self.timeout_s:g} s (retrain_timeout_s)",
+                       rows=len(prepared.data.labels))
         elif not job.finished:
             return
         elif job.error is not None:
@@ -193,29 +226,40 @@ class RetrainerService:
                 log.warning("retrainer: request %s: training hit a dependency that is away (%s); retrying later",
                             job.request_id, job.error)
             else:
-                self._fail(request, _describe(job.error))
+                self._fail(request, _describe(job.error), rows=len(prepared.data.labels))
         else:
             try:
                 self._register(prepared, job.value)
             except Exception as exc:  # noqa: BLE001 - the job stays, so a transient failure retries registering
                 if is_transient(exc):
                     raise
-                self._fail(request, _describe(exc))
+                self._fail(request, _describe(exc), rows=len(prepared.data.labels))
         # Only once its outcome is recorded: a registry away above leaves the job to collect again.
         self.job = self._job_input = None
 
     # -- steps -----------------------------------------------------------------------------
 
+    def _need(self, request: dict[str, Any]) -> int:
+        """The labelled rows ``request`` needs, worked out once (from the champion of the time) and kept with it."""
+        if "rows_needed" not in request:
+            champion = self.registry.resolve(request["model"], "champion")
+            need = self.floor.need(champion.lineage if champion is not None else {},
+                                   request_min_rows=request["min_rows"], attempt=request["attempt"])
+            request["need"] = {**need.to_dict(), "describe": need.describe()}
+            request["rows_needed"] = need.rows
+        return int(request["rows_needed"])
+
     def _prepare(self, request: dict[str, Any]) -> Prepared:
         model = request["model"]
         champion = self.registry.load(model, "champion")
-        parameters = {"model": model, "start": to_datetime(request["window_start"]), "limit": self.max_rows}
+        parameters = {"model": model, "start": to_datetime(request["window_start"]), "limit": self._limit(request)}
         _, rows = self.store.query(TRAINING_SQL, parameters)
         data = LabelledData(
             frame=to_frame(champion.meta.contract, [r[0] for r in rows], [r[1] for r in rows], champion.estimator),
             labels=_targets(champion.meta.contract.task, rows),
             event_time_ms=np.array([r[3] for r in rows], dtype=np.int64),
             sql=TRAINING_SQL.strip(),
+            rows_needed=self._need(request),
         )
         return Prepared(request, champion, data)
 
@@ -228,14 +272,21 @@ class RetrainerService:
             return
         lineage = {
             "training_sql": data.sql,
-            "sql_parameters": {"model": model, "window_start_ms": request["window_start"], "limit": self.max_rows},
+            "sql_parameters": {"model": model, "window_start_ms": request["window_start"], "limit": self._limit(request)},
             "rows": len(data.labels),
             "train_rows": verdict.train_rows,
             "holdout_rows": verdict.holdout_rows,
             "holdout_from_ms": verdict.holdout_from_ms,
+            "rows_needed": request.get("need", {}),
+            # the reference profile is the holdout's: rows the challenger did not train on
+            "profile_rows": verdict.challenger.profile_rows,
+            "profile_from": {"holdout": f"the most recent {self.retrainer.holdout_fraction:.0%} of the labelled rows",
+                             "from_ms": verdict.holdout_from_ms, "to_ms": verdict.holdout_to_ms,
+                             "in_sample": verdict.challenger.profile_in_sample},
             "data_sha256": verdict.challenger.data_sha256,
             "parent_version": champion.meta.version,
-            "retrain_request": {k: request[k] for k in ("request_id", "reason", "signals", "window_start", "window_end")},
+            "retrain_request": {k: request[k] for k in ("request_id", "reason", "signals", "window_start", "window_end",
+                                                        "incident_id", "attempt", "min_rows")},
             # so that a replay completes the same decision without training again
             "decision": {"promote": verdict.promote, "reason": verdict.reason},
             "code_version": f"driftline {driftline.__version__}",
@@ -246,29 +297,38 @@ class RetrainerService:
             model, verdict.challenger.estimator, champion.meta.contract, actor="retrainer",
             reason=f"retrained for request {request['request_id']} ({request['reason']})",
             recipe=champion.meta.recipe, params=champion.meta.recipe.get("params", {}), metrics=verdict.metrics,
-            lineage=lineage, profile=verdict.challenger.profile,
+            lineage=lineage, profile=verdict.challenger.profile, request_id=request["request_id"],
         )
         self._decide(request, version, replayed=False)
 
     def _decide(self, request: dict[str, Any], version: Any, *, replayed: bool) -> None:
         """Move the aliases (or record the rejection) for ``version``; a step already in the audit log is skipped."""
-        model = request["model"]
+        model, request_id = request["model"], request["request_id"]
         promote, reason = self._decision_of(version)
+        # This request's rows; a row without a request id (written before audit rows had one) counts when it is
+        # on this version, which only this request's challenger can be.
         audit = [row for row in self.registry.audit_log(model)
-                 if row.get("version") == version.version and row.get("actor") == "retrainer"]
+                 if row.get("version") == version.version and row.get("actor") == "retrainer"
+                 and row.get("request_id") in (None, request_id)]
 
         def recorded(action: str, alias: str | None) -> bool:
             return any(row.get("action") == action and row.get("alias") == alias for row in audit)
 
         if not recorded("alias_moved", "challenger"):
-            self.registry.set_alias(model, "challenger", version.version, actor="retrainer", reason=reason)
+            self.registry.set_alias(model, "challenger", version.version, actor="retrainer", reason=reason,
+                                    request_id=request_id)
         if promote:
             if not recorded("alias_moved", "champion"):
-                self.registry.set_alias(model, "champion", version.version, actor="retrainer", reason=reason)
+                self.registry.set_alias(model, "champion", version.version, actor="retrainer", reason=reason,
+                                        request_id=request_id)
         elif not recorded("rejected", None):
-            self.registry.record(model, version.version, "rejected", actor="retrainer", reason=reason)
-        outcome = {"request_id": request["request_id"], "outcome": "promoted" if promote else "rejected",
-                   "version": version.version, "reason": reason, "metrics": version.metrics}
+            self.registry.record(model, version.version, "rejected", actor="retrainer", reason=reason,
+                                 request_id=request_id)
+        lineage = version.lineage
+        outcome = {"request_id": request_id, "outcome": "promoted" if promote else "rejected",
+                   "version": version.version, "reason": reason, "metrics": version.metrics,
+                   "rows": lineage.get("rows"), "train_rows": lineage.get("train_rows"),
+                   "holdout_rows": lineage.get("holdout_rows"), "rows_needed": request.get("rows_needed")}
         if replayed:
             outcome["replayed"] = True
         self._finish(request, outcome)
@@ -290,23 +350,32 @@ class RetrainerService:
     def _give_up(self, request: dict[str, Any], rows: int) -> None:
         model = request["model"]
         reason = (f"request {request['request_id']} given up: {rows} labelled rows since the drift, "
-                  f"{self.retrainer.min_rows} needed")
+                  f"{self._need(request)} needed ({request['need']['describe']})")
         champion = self.registry.resolve(model, "champion")
         if champion is not None:
-            self.registry.record(model, champion.version, "retrain_skipped", actor="retrainer", reason=reason)
-        self._finish(request, {"request_id": request["request_id"], "outcome": "skipped", "reason": reason})
+            self.registry.record(model, champion.version, "retrain_skipped", actor="retrainer", reason=reason,
+                                 request_id=request["request_id"])
+        self._finish(request, {"request_id": request["request_id"], "outcome": "skipped", "reason": reason,
+                               "rows": rows, "rows_needed": request.get("rows_needed")})
 
-    def _fail(self, request: dict[str, Any], why: str) -> None:
-        """Record a training that cannot succeed as the request's outcome, on the champion's audit log."""
+    def _fail(self, request: dict[str, Any], why: str, *, rows: int | None = None) -> None:
+        """Record a training that cannot succeed as the request's outcome, on the champion's audit log.
+
+        ``rows`` are the labelled rows the training had, when it got that far.
+        """
         model = request["model"]
         reason = f"request {request['request_id']} failed: {why}"
         champion = self.registry.resolve(model, "champion")
         if champion is not None:
-            self.registry.record(model, champion.version, "retrain_failed", actor="retrainer", reason=reason)
-        self._finish(request, {"request_id": request["request_id"], "outcome": "failed", "reason": reason})
+            self.registry.record(model, champion.version, "retrain_failed", actor="retrainer", reason=reason,
+                                 request_id=request["request_id"])
+        self._finish(request, {"request_id": request["request_id"], "outcome": "failed", "reason": reason,
+                               "rows": rows, "rows_needed": request.get("rows_needed")})
         log.error("retrainer: %s", reason)
 
     def _finish(self, request: dict[str, Any], outcome: dict[str, Any]) -> None:
+        self._rows.append(request_row(request, outcome["outcome"], self._now_ms, decision=outcome["reason"],
+                                      challenger_version=outcome.get("version"), rows_used=outcome.get("rows")))
         self.pending = [p for p in self.pending if p["request_id"] != request["request_id"]]
         self.done = (self.done + [request["request_id"]])[-DONE_KEPT:]
         self.outcomes = (self.outcomes + [outcome])[-OUTCOMES_KEPT:]
@@ -318,11 +387,21 @@ class RetrainerService:
                    if (v.lineage.get("retrain_request") or {}).get("request_id") == request_id]
         return min(matches, key=lambda v: v.version) if matches else None
 
+    def _limit(self, request: dict[str, Any]) -> int:
+        """Most rows fetched for ``request``: ``max_rows``, or its need when retrain_min_rows makes that larger."""
+        return max(self.max_rows, self._need(request))
+
     def _recorded_failure(self, model: str, request_id: str) -> dict[str, Any] | None:
         """The ``retrain_failed`` audit row of ``request_id``, if an earlier run recorded one."""
         prefix = f"request {request_id} failed: "
+
+        def ours(row: dict[str, Any]) -> bool:
+            if row.get("request_id") is not None:
+                return row["request_id"] == request_id
+            return str(row.get("reason", "")).startswith(prefix)  # a row from before audit rows had request ids
+
         return next((row for row in self.registry.audit_log(model) if row.get("action") == "retrain_failed"
-                     and row.get("actor") == "retrainer" and str(row.get("reason", "")).startswith(prefix)), None)
+                     and row.get("actor") == "retrainer" and ours(row)), None)
 
     # -- state -----------------------------------------------------------------------------
 

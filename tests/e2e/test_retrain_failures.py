@@ -66,7 +66,9 @@ def driftline(env: dict, *args: str, timeout: float = 300) -> subprocess.Complet
 def user_env(tmp_path: Path, **settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
     env.update({"DRIFTLINE_HOME": str(tmp_path / "home"), "DRIFTLINE_REGISTRY_TOKEN": TOKEN,
-                "DRIFTLINE_PARTITIONS": "1", "DRIFTLINE_RETRAIN_MIN_ROWS": "500", **settings})
+                "DRIFTLINE_PARTITIONS": "1", "DRIFTLINE_RETRAIN_MIN_ROWS": "500",
+                # phases of 2,000 events: retrain on what arrived, not on the champion's training size
+                "DRIFTLINE_RETRAIN_FLOOR_SHARE": "0", **settings})
     return env
 
 

@@ -11,6 +11,7 @@ from driftline.timeutil import to_datetime
 from driftline.topics import FEATURES
 from driftline.training import train
 from driftline.services.retrainer.logic import Retrainer
+from driftline.services.retrainer.floor import RowFloor
 from driftline.services.retrainer.service import RetrainerService
 
 
@@ -82,7 +83,10 @@ def test_a_challenger_worse_than_the_champion_is_not_promoted(settings):
                    "label_time": 0} for i in range(4000)]
         app.ingest.submit("labels", labels)
         app.pump()
-        service = RetrainerService(Retrainer(margin=0.01, min_rows=3000), app.store, app.registry)
+        # 4,000 labelled rows against a champion trained on 20,000: the champion-size floor is off here,
+        # this test is about the gate (RowFloor's own tests cover the floor).
+        service = RetrainerService(Retrainer(margin=0.01, min_rows=3000), app.store, app.registry,
+                                   floor=RowFloor(min_rows=3000, champion_share=0))
         request = {"request_id": "r1", "model": MODEL, "model_version": 1, "reason": "test", "signals": [],
                    "window_start": to_datetime(0), "window_end": to_datetime(0), "requested_at": to_datetime(0)}
 

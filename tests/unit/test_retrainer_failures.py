@@ -169,7 +169,8 @@ def test_a_fit_that_raises_is_failed_once_and_the_next_request_is_served(champio
         service.handle([], 0)
     assert logic.trainings == 1
     assert service.outcomes[-1] == {"request_id": "r1", "outcome": "failed",
-                                    "reason": "request r1 failed: RuntimeError: solver diverged"}
+                                    "reason": "request r1 failed: RuntimeError: solver diverged",
+                                    "rows": 1000, "rows_needed": 200}
     monkeypatch.undo()
     service.handle([request("r2")], 0)
     settle(service)
@@ -186,7 +187,8 @@ def test_a_training_past_the_timeout_fails_and_the_service_goes_on(champion):
         abandoned = service.job
         settle(service)  # the deadline passes; this handle() records the failure
         assert service.outcomes == [{"request_id": "slow", "outcome": "failed",
-                                     "reason": "request slow failed: timed out after 0.5 s (retrain_timeout_s)"}]
+                                     "reason": "request slow failed: timed out after 0.5 s (retrain_timeout_s)",
+                                     "rows": 1000, "rows_needed": 200}]
         assert "timed out after 0.5 s" in failed_rows(champion)[0]["reason"]
         assert not service.busy and not abandoned.finished and service.pending == []
         service.timeout_s = WAIT_S  # room for a real training on a busy machine
@@ -370,5 +372,6 @@ def test_a_replayed_request_that_failed_is_not_trained_or_recorded_again(champio
     replayed.handle([request("r1")], 0)
     (outcome,) = replayed.outcomes
     assert logic.trainings == 0 and not replayed.busy
-    assert outcome == {**first.outcomes[0], "replayed": True}
+    # the rows the failed training had are not in the audit log: the replay says it does not know
+    assert outcome == {**first.outcomes[0], "replayed": True, "rows": None}
     assert len(failed_rows(champion)) == 1

@@ -72,14 +72,17 @@ def drift_detector(ctx: Context) -> DriftDetectorService:
 
 
 def retrainer(ctx: Context) -> RetrainerService:
+    from driftline.services.retrainer.floor import RowFloor
     from driftline.services.retrainer.logic import Retrainer
     from driftline.services.retrainer.service import RetrainerService
 
     s = ctx.settings
     logic = Retrainer(margin=s.retrain_margin, holdout_fraction=s.retrain_holdout_fraction, min_rows=s.retrain_min_rows,
                       metric=s.retrain_metric)
+    floor = RowFloor(min_rows=s.retrain_min_rows, max_rows=s.retrain_max_rows,
+                     holdout_fraction=s.retrain_holdout_fraction, champion_share=s.retrain_floor_share)
     return RetrainerService(logic, ctx.store, ctx.registry, max_rows=s.retrain_max_rows, wait_ms=s.retrain_wait_ms,
-                            timeout_s=s.retrain_timeout_s)
+                            timeout_s=s.retrain_timeout_s, floor=floor)
 
 
 #: Services a Runner drives (the HTTP ones, ingest and registry, are served by uvicorn).

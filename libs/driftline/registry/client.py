@@ -19,6 +19,11 @@ from driftline.registry.core import LoadedModel, ModelVersion, MonitoringRequire
 from driftline.registry.trusted_types import validated_extra_types
 
 
+def _request(request_id: str | None) -> dict[str, str]:
+    """The body field naming a retrain request; left out when there is none (an older server refuses nothing)."""
+    return {} if request_id is None else {"request_id": request_id}
+
+
 def _version(data: dict[str, Any]) -> ModelVersion:
     return ModelVersion(**{**data, "contract": FeatureContract.from_dict(data["contract"])})
 
@@ -99,22 +104,24 @@ class RegistryClient:
         return self.register_artifact(model, dumps(estimator), contract, actor=actor, reason=reason, **fields)
 
     def register_artifact(self, model: str, artifact: bytes, contract: FeatureContract, *, actor: str,
-                          reason: str = "", **fields: Any) -> ModelVersion:
+                          reason: str = "", request_id: str | None = None, **fields: Any) -> ModelVersion:
         body = {"artifact_b64": base64.b64encode(artifact).decode(), "contract": contract.to_dict(),
-                "actor": actor, "reason": reason, **{k: v or {} for k, v in fields.items()}}
+                "actor": actor, "reason": reason, **{k: v or {} for k, v in fields.items()}, **_request(request_id)}
         return _version(self._check(self._http.post(f"/v1/models/{model}/versions", json=body)).json())
 
     def set_alias(self, model: str, alias: str, version: int, *, actor: str, reason: str,
-                  no_monitoring: bool = False) -> dict[str, Any]:
-        body = {"version": version, "actor": actor, "reason": reason, "no_monitoring": no_monitoring}
+                  no_monitoring: bool = False, request_id: str | None = None) -> dict[str, Any]:
+        body = {"version": version, "actor": actor, "reason": reason, "no_monitoring": no_monitoring,
+                **_request(request_id)}
         return self._check(self._http.put(f"/v1/models/{model}/aliases/{alias}", json=body)).json()
 
     def rollback(self, model: str, *, actor: str, reason: str, alias: str = "champion") -> dict[str, Any]:
         body = {"actor": actor, "reason": reason, "alias": alias}
         return self._check(self._http.post(f"/v1/models/{model}/rollback", json=body)).json()
 
-    def record(self, model: str, version: int, action: str, *, actor: str, reason: str) -> dict[str, Any]:
-        body = {"action": action, "actor": actor, "reason": reason}
+    def record(self, model: str, version: int, action: str, *, actor: str, reason: str,
+               request_id: str | None = None) -> dict[str, Any]:
+        body = {"action": action, "actor": actor, "reason": reason, **_request(request_id)}
         return self._check(self._http.post(f"/v1/models/{model}/versions/{version}/decisions", json=body)).json()
 
     def close(self) -> None:

@@ -57,12 +57,21 @@ CREATE TABLE IF NOT EXISTS aliases (
     PRIMARY KEY (model, alias));
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
-    model TEXT NOT NULL, version INTEGER, alias TEXT, previous_version INTEGER, reason TEXT NOT NULL);
+    model TEXT NOT NULL, version INTEGER, alias TEXT, previous_version INTEGER, reason TEXT NOT NULL,
+    request_id TEXT);
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT, audit_id INTEGER NOT NULL, event TEXT NOT NULL,
     created_at INTEGER NOT NULL, published_at INTEGER);
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (published_at, id);
 """
+
+#: Columns added after a registry's first release: (table, column, type). A registry
+#: created before one of them gets it at open time; its older rows hold NULL there.
+_ADDED_COLUMNS = (
+    ("audit", "request_id", "TEXT"),  # issue 11: the retrain request an audit row answers
+)
+
+_AUDIT_KEYS = ("id", "at", "actor", "action", "model", "version", "alias", "previous_version", "reason", "request_id")
 
 
 class RegistryError(LookupError):
@@ -134,6 +143,7 @@ class Registry:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.executescript(_SCHEMA)
+        self._migrate()
         self._lock = threading.RLock()
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
 
@@ -166,8 +176,12 @@ class Registry:
         metrics: dict | None = None,
         lineage: dict | None = None,
         profile: dict | None = None,
+        request_id: str | None = None,
     ) -> ModelVersion:
         """Store a skops artifact by its sha256 and record a new immutable version.
+
+        ``request_id`` names the retrain request the version answers (the retrainer's);
+        it is stored on the audit row and carried by the ModelEvent.
 
         Raises
         ------
@@ -199,14 +213,16 @@ class Registry:
                  json.dumps(version.recipe), json.dumps(version.params), json.dumps(version.metrics),
                  json.dumps(version.lineage), json.dumps(version.profile)),
             )
-            event = self._audit(actor, "registered", model, version.version, None, None, reason or "registered")
+            event = self._audit(actor, "registered", model, version.version, None, None, reason or "registered",
+                                request_id)
             model_event = self._enqueue(event, sha)
         self._announce(model_event)
         return version
 
     def set_alias(self, model: str, alias: str, version: int, *, actor: str, reason: str,
-                  no_monitoring: bool = False) -> dict[str, Any]:
-        """Point ``alias`` at ``version``; returns the audit event.
+                  no_monitoring: bool = False, request_id: str | None = None) -> dict[str, Any]:
+        """Point ``alias`` at ``version``; returns the audit event (with ``request_id``, the retrain request
+        the move answers, when given).
 
         A version without a reference profile becomes champion only with
         ``no_monitoring=True`` (its data and concept drift would go unwatched);
@@ -226,7 +242,7 @@ class Registry:
             self._db.execute("BEGIN IMMEDIATE")
             previous = self._alias_version(model, alias)
             self._db.execute("INSERT OR REPLACE INTO aliases VALUES (?,?,?,?)", (model, alias, version, _now_ms()))
-            event = self._audit(actor, "alias_moved", model, version, alias, previous, reason)
+            event = self._audit(actor, "alias_moved", model, version, alias, previous, reason, request_id)
             model_event = self._enqueue(event, meta.sha256)
         self._announce(model_event)
         return event
@@ -251,15 +267,19 @@ class Registry:
         self._announce(model_event)
         return event
 
-    def record(self, model: str, version: int, action: str, *, actor: str, reason: str) -> dict[str, Any]:
+    def record(self, model: str, version: int, action: str, *, actor: str, reason: str,
+               request_id: str | None = None) -> dict[str, Any]:
         """An audit row for a decision that moves nothing, e.g. a rejected challenger.
+
+        ``request_id`` names the retrain request the decision answers (``rejected``,
+        ``retrain_failed``, ``retrain_skipped`` by the retrainer).
 
         Raises :class:`RegistryError`, and writes nothing, if the version does not exist.
         """
         meta = self.get(model, version)  # versions are never deleted, so it still exists below
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            event = self._audit(actor, action, model, version, None, None, reason)
+            event = self._audit(actor, action, model, version, None, None, reason, request_id)
             model_event = self._enqueue(event, meta.sha256)
         self._announce(model_event)
         return event
@@ -298,10 +318,9 @@ class Registry:
         return dict(self._db.execute("SELECT alias, version FROM aliases WHERE model=?", (model,)).fetchall())
 
     def audit_log(self, model: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT id, at, actor, action, model, version, alias, previous_version, reason FROM audit"
+        sql = f"SELECT {', '.join(_AUDIT_KEYS)} FROM audit"
         rows = self._db.execute(sql + (" WHERE model=? ORDER BY id" if model else " ORDER BY id"), (model,) if model else ()).fetchall()
-        keys = ("id", "at", "actor", "action", "model", "version", "alias", "previous_version", "reason")
-        return [dict(zip(keys, r)) for r in rows]
+        return [dict(zip(_AUDIT_KEYS, r)) for r in rows]
 
     # -- outbox ---------------------------------------------------------------------------
 
@@ -331,14 +350,27 @@ class Registry:
         row = self._db.execute("SELECT version FROM aliases WHERE model=? AND alias=?", (model, alias)).fetchone()
         return None if row is None else row[0]
 
-    def _audit(self, actor, action, model, version, alias, previous, reason) -> dict[str, Any]:
+    def _migrate(self) -> None:
+        """Add the columns a registry created by an older driftline lacks (idempotent, at every open)."""
+        for table, column, kind in _ADDED_COLUMNS:
+            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                try:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                except sqlite3.OperationalError as exc:  # another process sharing the home added it first
+                    if "duplicate column" not in str(exc):
+                        raise
+
+    def _audit(self, actor, action, model, version, alias, previous, reason, request_id=None) -> dict[str, Any]:
         at = _now_ms()
         cursor = self._db.execute(
-            "INSERT INTO audit (at, actor, action, model, version, alias, previous_version, reason) VALUES (?,?,?,?,?,?,?,?)",
-            (at, actor, action, model, version, alias, previous, reason),
+            "INSERT INTO audit (at, actor, action, model, version, alias, previous_version, reason, request_id) "
+            "VALUES (?,?,?,?,?,?,?,?,?)",
+            (at, actor, action, model, version, alias, previous, reason, request_id),
         )
         return {"id": cursor.lastrowid, "at": at, "actor": actor, "action": action, "model": model,
-                "version": version, "alias": alias, "previous_version": previous, "reason": reason}
+                "version": version, "alias": alias, "previous_version": previous, "reason": reason,
+                "request_id": request_id}
 
     def _enqueue(self, event: dict[str, Any], sha256: str) -> dict[str, Any]:
         """Write the ModelEvent of audit ``event`` to the outbox, inside the caller's transaction."""
@@ -346,6 +378,7 @@ class Registry:
             "model": event["model"], "version": event["version"], "action": event["action"],
             "alias": event["alias"], "previous_version": event["previous_version"], "sha256": sha256,
             "actor": event["actor"], "reason": event["reason"], "occurred_at": event["at"],
+            "request_id": event["request_id"],
         }
         self._db.execute("INSERT INTO outbox (audit_id, event, created_at) VALUES (?,?,?)",
                          (event["id"], json.dumps(model_event), event["at"]))
