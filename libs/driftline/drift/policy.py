@@ -135,7 +135,7 @@ class AlertPolicy:
           promotion. This is the only cooldown when outcomes arrive.
        b. *rejected*, *failed* or *skipped*: the (model, version) **re-arms** after a
           back-off of ``rearm_after_ms * 2 ** (attempt - 1)``, capped at
-          ``max(rearm_after_ms, cooldown_ms)``. If the incident is still open, its next
+          ``cooldown_ms``. If the incident is still open, its next
           firing is its next attempt: same ``incident_id``, ``attempt + 1``, so the
           retrainer trains on more data. If hysteresis ended it, the next firing opens
           a new incident.
@@ -387,7 +387,8 @@ class AlertPolicy:
 
     def _backoff(self, attempt: int) -> int:
         """Rule 5b's back-off after ``attempt`` of an incident was not promoted."""
-        return min(self.rearm_after_ms * 2 ** min(attempt - 1, 40), max(self.rearm_after_ms, self.cooldown_ms))
+        # Never longer than the cooldown: a rejected attempt does not wait longer than a promoted one.
+        return min(self.rearm_after_ms * 2 ** min(attempt - 1, 40), self.cooldown_ms)
 
     @staticmethod
     def _end_incident(st: _State) -> None:
