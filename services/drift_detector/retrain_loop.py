@@ -57,8 +57,19 @@ def outcome_of(event: dict[str, Any]) -> str | None:
     return OUTCOME_OF.get((action, event.get("alias")), OUTCOME_OF.get((action, None)))
 
 
+#: Versions are UInt32 in the store; a model event outside that range was not written by a registry.
+MAX_VERSION = 2**32 - 1
+
+
 def audit_row(event: dict[str, Any]) -> dict[str, Any]:
-    """An ``audit`` row (every column) mirroring a ModelEvent; '' for no alias or no request."""
+    """An ``audit`` row (every column) mirroring a ModelEvent; '' for no alias or no request.
+
+    Raises ValueError for a version the ``audit`` table cannot hold (the runner dead-letters
+    the event alone, instead of failing the batch's insert)."""
+    for field in ("version", "previous_version"):
+        value = event.get(field)
+        if value is not None and not 0 <= value <= MAX_VERSION:
+            raise ValueError(f"model event with {field} {value}: a version is between 0 and {MAX_VERSION}")
     return {
         "model": event["model"], "version": int(event["version"]), "action": event["action"],
         "alias": event.get("alias") or "", "previous_version": event.get("previous_version"),

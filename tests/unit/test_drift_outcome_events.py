@@ -33,6 +33,9 @@ def test_audit_rows_have_every_column_with_empty_strings_for_none():
     assert (row["alias"], row["request_id"]) == ("", "r1")
     assert row["occurred_at"].isoformat() == "2026-01-01T00:00:00+00:00"
     assert audit_row({**EVENT, "request_id": None})["request_id"] == ""
+    for bad in ({"version": -1}, {"previous_version": 2**32}):  # not a registry's: the runner dead-letters it
+        with pytest.raises(ValueError, match="version"):
+            audit_row({**EVENT, **bad})
 
 
 def test_a_requested_row_has_every_column_of_retrain_requests():
