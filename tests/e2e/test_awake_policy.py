@@ -81,7 +81,7 @@ def test_a_rejected_false_alarm_does_not_blind_the_loop_to_a_real_change(loop):
     assert ("rejected", "", 2) in answers(app, false_alarm["request_id"])
 
     after = [r for r in run.requests if at[r["request_id"]] >= CHANGE_AT]
-    assert after, f"no retrain request after the change; requests: {[(r['reason'], at[r['request_id']]) for r in run.requests]}"
+    assert after, f"no request after the change; requests: {[(r['reason'], at[r['request_id']]) for r in run.requests]}"
     real = after[0]
     assert at[real["request_id"]] < CHANGE_AT + 2 * WINDOW_MS // SPACING_MS  # within two windows of the change
     promoted = [row for row in answers(app, real["request_id"]) if row[:2] == ("alias_moved", "champion")]

@@ -49,7 +49,8 @@ def test_a_rejected_request_rearms_the_incident_and_a_promotion_cools_the_model_
         run.feed(frame.iloc[:4800])  # two normal windows, two hot ones: one request
         (first,) = run.requests
         assert (first["attempt"], first["incident_id"], first["reason"]) == (1, first["request_id"], "data_drift")
-        heard_ms = detector_runner.service.detector.policy.event_time(MODEL)  # the rejection is heard before the next events are counted
+        # the rejection is heard before the next events are counted, at the detector's event time now
+        heard_ms = detector_runner.service.detector.policy.event_time(MODEL)
         run.publish_model_event(model_event(app, 1, "rejected", first["request_id"]))
 
         run.feed(frame.iloc[4800:14_400])

@@ -39,8 +39,9 @@ START_MS = 1_767_225_600_000
 
 #: topic -> the runner services that consume it (the predictor and the drift-detector read models on
 #: their control consumers).
-CONSUMERS = {FEATURES: ["predictor"], MODELS: ["predictor", "drift-detector"], PREDICTIONS: ["label-joiner", "drift-detector"],
-             LABELS: ["label-joiner"], LABELED: ["drift-detector"], RETRAIN: ["retrainer"]}
+CONSUMERS = {FEATURES: ["predictor"], MODELS: ["predictor", "drift-detector"],
+             PREDICTIONS: ["label-joiner", "drift-detector"], LABELS: ["label-joiner"], LABELED: ["drift-detector"],
+             RETRAIN: ["retrainer"]}
 REASONS = ("not Confluent wire format", "is not a version of subject", "cannot decode", "no room for a schema id")
 
 

@@ -191,7 +191,8 @@ def test_snapshot_restore_with_outcomes_matches_an_uninterrupted_run():
         # requests cut off before their answer get it right after the restart, as the whole run did
         pending = [(i, d) for i, d in got.items() if cut - 2 <= i < cut]
         for i, d in pending:
-            assert second.observe_outcome("m", d.request_id, outcomes[len(answered) % len(outcomes)], at_ms=(i + 2) * MIN)
+            outcome = outcomes[len(answered) % len(outcomes)]
+            assert second.observe_outcome("m", d.request_id, outcome, at_ms=(i + 2) * MIN)
             answered.append(d.request_id)
         got.update(run(second, cut, len(series), answered))
         assert {i: d.to_dict() for i, d in got.items()} == {i: d.to_dict() for i, d in whole.items()}
