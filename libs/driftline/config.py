@@ -40,7 +40,8 @@ class Settings(BaseSettings):
     drift_psi_threshold: float = Field(0.25, gt=0)
     drift_consecutive_windows: int = Field(1, ge=1, description="windows in a row at or above the threshold")
     drift_reset_below: float = Field(0.10, ge=0, description="an incident ends when every PSI falls below this")
-    drift_cooldown_ms: int = Field(3_600_000, ge=0, description="event time between two requests for one version")
+    drift_cooldown_ms: int = Field(3_600_000, ge=0, description="event time after a promotion without a request for "
+                                   "the model (and between two requests no retrainer answers)")
     drift_min_events: int = Field(200, ge=1, description="smaller windows are not judged")
     concept_detectors: dict[str, str] = Field(default_factory=dict, description='model -> detector, e.g. {"credit": "KSWIN"}; default ADWIN')
     concept_params: dict[str, dict] = Field(default_factory=dict, description="model -> detector parameters")
@@ -155,6 +156,13 @@ class Settings(BaseSettings):
         10.0, gt=0, description="How long ingest waits for the bus to acknowledge a request's records before it "
                                 "answers 503 with the records still in flight (they may yet arrive; a retry is "
                                 "harmless).")
+
+    # --- drift-detector: a policy that stays awake (issue 11) ---------------
+    drift_rearm_after_ms: int = Field(
+        300_000, ge=0, description="Event time after a retrain request's challenger is rejected (or the request "
+                                   "failed or was skipped) before its model may ask again; doubled with each "
+                                   "attempt of an incident, capped at drift_cooldown_ms. drift_cooldown_ms "
+                                   "itself applies after a promotion (or to requests no retrainer answers).")
 
     @field_validator("concept_detectors")
     @classmethod

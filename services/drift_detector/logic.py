@@ -50,6 +50,7 @@ from driftline.drift import (
 from driftline.drift.calibration import ThresholdRule
 from driftline.drift.detectors import BINARY_METHODS
 from driftline.drift.recent import RecentKeys
+from driftline.services.drift_detector.retrain_loop import OutcomeSeen, outcome_of
 from driftline.timeutil import to_ms
 
 log = logging.getLogger(__name__)
@@ -263,6 +264,26 @@ class DriftDetector:
                     out.requests.append(decision)
         self._remember(labeled, self._seen_labeled, _labeled_key, now_ms)
         return out
+
+    # -- model events: the outcomes of retrain requests -------------------------------------
+
+    def observe_model_events(self, events: list[dict[str, Any]]) -> list[OutcomeSeen]:
+        """Feed the registry's ModelEvents (the ``models`` topic); those answering a retrain
+        request (:func:`~driftline.services.drift_detector.retrain_loop.outcome_of`) reach the
+        policy, at the latest event time it has seen for their model. A replayed event changes
+        nothing (``applied`` False)."""
+        seen = []
+        for event in events:
+            outcome = outcome_of(event)
+            if outcome is None:
+                continue
+            model, request_id = event["model"], event["request_id"]
+            applied = self.policy.observe_outcome(model, request_id, outcome, self.policy.event_time(model))
+            if applied:
+                log.warning("%s: retrain request %s %s (v%s); %s", model, request_id, outcome, event["version"],
+                            "cooling down" if outcome == "promoted" else "its incident re-arms after a back-off")
+            seen.append(OutcomeSeen(model, request_id, outcome, applied))
+        return seen
 
     # -- state -----------------------------------------------------------------------------
 

@@ -1,5 +1,11 @@
 """The drift-detector as a runnable service: predictions and joined labels in; drift
-metrics, drift signals and retrain requests out. Its state is checkpointed (step 4)."""
+metrics, drift signals and retrain requests out. Its state is checkpointed (step 4).
+
+It also reads the ``models`` topic as a control topic (every replica reads all of it,
+before each batch): the outcomes of its retrain requests re-arm or cool down its alert
+policy, and every model event is mirrored into the ``audit`` table. Each request it makes
+is written to ``retrain_requests`` as a ``requested`` row (see
+:mod:`driftline.services.drift_detector.retrain_loop`)."""
 
 from __future__ import annotations
 
@@ -12,13 +18,18 @@ from driftline.drift import ReferenceProfile
 from driftline.registry import RegistryError
 from driftline.runner import Incoming, Output
 from driftline.timeutil import to_datetime
-from driftline.topics import DRIFT, LABELED, PREDICTIONS, RETRAIN
+from driftline.topics import DRIFT, LABELED, MODELS, PREDICTIONS, RETRAIN
 from driftline.services.drift_detector.logic import DriftDetector, DriftOutput
+from driftline.services.drift_detector.retrain_loop import audit_row, requested_row
 
 
 ALREADY_COUNTED = Counter(
     "driftline_drift_already_counted", "Records the drift-detector skipped because it had counted them already "
     "(a republished batch of predictions, a replayed `labeled` record), by topic.", ["topic"])
+RETRAIN_OUTCOMES = Counter(
+    "driftline_drift_retrain_outcomes", "Outcomes of retrain requests the drift-detector's policy acted on "
+    "(promoted: cooldown; rejected, failed, skipped: the incident re-arms), by model and outcome.",
+    ["model", "outcome"])
 
 
 def profile_from_registry(registry: Any):
@@ -37,6 +48,7 @@ def profile_from_registry(registry: Any):
 class DriftDetectorService:
     name = "drift-detector"
     topics = [PREDICTIONS, LABELED]
+    control_topics = [MODELS]
 
     def __init__(self, detector: DriftDetector):
         self.detector = detector
@@ -44,19 +56,26 @@ class DriftDetectorService:
 
     def handle(self, batch: list[Incoming], now_ms: int) -> Output:
         out = Output()
+        # Model events come first in a batch (the runner puts control records first): an outcome
+        # applies before this batch's windows are judged.
+        model_events = [item.record for item in batch if item.topic == MODELS]
+        out.add_rows("audit", [audit_row(event) for event in model_events])
+        for seen in self.detector.observe_model_events(model_events):
+            if seen.applied:
+                RETRAIN_OUTCOMES.labels(seen.model, seen.outcome).inc()
         predictions = [item.record for item in batch if item.topic == PREDICTIONS]
         labeled = [item.record for item in batch if item.topic == LABELED]
         skipped_before = dict(self.detector.skipped)
         for result in (self.detector.observe_predictions(predictions, now_ms),
                        self.detector.observe_labeled(labeled, now_ms)):
-            self._emit(result, out)
+            self._emit(result, out, now_ms)
             telemetry.observe_drift(result.metric_rows, result.signals, result.requests, self._newest_coverage)
         for stream, topic in (("predictions", PREDICTIONS), ("labeled", LABELED)):
             ALREADY_COUNTED.labels(topic).inc(self.detector.skipped[stream] - skipped_before[stream])
         return out
 
     @staticmethod
-    def _emit(result: DriftOutput, out: Output) -> None:
+    def _emit(result: DriftOutput, out: Output, now_ms: int) -> None:
         out.add_rows("drift_metrics", [{**row, "computed_at": to_datetime(row["computed_at"]),
                                         "event_time": None if row["event_time"] is None else to_datetime(row["event_time"])}
                                        for row in result.metric_rows])
@@ -64,6 +83,7 @@ class DriftDetectorService:
             out.publish(DRIFT, signal["model"], signal)
         for decision in result.requests:
             out.publish(RETRAIN, decision.model, decision.to_dict())
+        out.add_rows("retrain_requests", [requested_row(decision, now_ms) for decision in result.requests])
 
     def snapshot(self) -> bytes:
         return self.detector.snapshot()

@@ -37,9 +37,11 @@ CONTRACT = FeatureContract(numeric=("humidity_pct", "leaf_temp_c"), categorical=
 ZONES = np.array(["north", "south", "atrium"], dtype=object)
 START_MS = 1_767_225_600_000
 
-#: topic -> the runner services that consume it (the predictor reads models on its control consumer).
-CONSUMERS = {FEATURES: ["predictor"], MODELS: ["predictor"], PREDICTIONS: ["label-joiner", "drift-detector"],
-             LABELS: ["label-joiner"], LABELED: ["drift-detector"], RETRAIN: ["retrainer"]}
+#: topic -> the runner services that consume it (the predictor and the drift-detector read models on
+#: their control consumers).
+CONSUMERS = {FEATURES: ["predictor"], MODELS: ["predictor", "drift-detector"],
+             PREDICTIONS: ["label-joiner", "drift-detector"], LABELS: ["label-joiner"], LABELED: ["drift-detector"],
+             RETRAIN: ["retrainer"]}
 REASONS = ("not Confluent wire format", "is not a version of subject", "cannot decode", "no room for a schema id")
 
 

@@ -7,7 +7,7 @@
 * :mod:`~driftline.drift.window_stats`: a closed window's counts and statistics.
 * :mod:`~driftline.drift.coverage`: label coverage and label delay per window.
 * :mod:`~driftline.drift.detectors`: river's concept drift detectors over the error stream.
-* :mod:`~driftline.drift.policy`: when drift becomes one retrain request per incident.
+* :mod:`~driftline.drift.policy`: when drift becomes a retrain request, and what its outcome changes.
 """
 
 from driftline.drift.detectors import ConceptDriftDetector

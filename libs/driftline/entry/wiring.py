@@ -64,7 +64,7 @@ def drift_detector(ctx: Context) -> DriftDetectorService:
                       step=s.drift_window_step, allowed_lateness=s.drift_allowed_lateness_ms)
     policy = AlertPolicy(psi_threshold=s.drift_psi_threshold, consecutive_windows=s.drift_consecutive_windows,
                          reset_below=s.drift_reset_below, cooldown_ms=s.drift_cooldown_ms,
-                         min_events=s.drift_min_events)
+                         min_events=s.drift_min_events, rearm_after_ms=s.drift_rearm_after_ms)
     detector = DriftDetector(profile_from_registry(ctx.registry), spec, policy,
                              concept_method=s.concept_detectors, concept_params=s.concept_params,
                              dedupe_predictions=s.drift_dedupe_predictions, dedupe_labeled=s.drift_dedupe_labeled,
