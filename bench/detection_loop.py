@@ -34,7 +34,7 @@ from driftline.config import Settings
 from driftline.drift.detectors import ConceptDriftDetector
 from driftline.drift.policy import AlertPolicy
 from driftline.drift.profile import ReferenceProfile
-from driftline.drift.windows import WindowSpec
+from driftline.drift import WindowSpec
 from driftline.models import monitored_score
 from driftline.registry.core import LoadedModel, ModelVersion
 from driftline.services.drift_detector.logic import DriftDetector
