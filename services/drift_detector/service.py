@@ -16,6 +16,12 @@ from driftline.topics import DRIFT, LABELED, PREDICTIONS, RETRAIN
 from driftline.services.drift_detector.logic import DriftDetector, DriftOutput
 
 
+LATE_EVENTS = Counter(
+    "driftline_drift_late_events", "Predictions that reached the drift-detector after their window had closed "
+    "(counted in drift_metrics as statistic 'late_events', never in a window's PSI), by model.", ["model"])
+AHEAD_EVENTS = Counter(
+    "driftline_drift_ahead_events", "Predictions far ahead of the event-time watermark (beyond "
+    "DRIFTLINE_DRIFT_MAX_SKEW_MS): counted in their own window without moving the watermark, by model.", ["model"])
 ALREADY_COUNTED = Counter(
     "driftline_drift_already_counted", "Records the drift-detector skipped because it had counted them already "
     "(a republished batch of predictions, a replayed `labeled` record), by topic.", ["topic"])
@@ -34,6 +40,12 @@ def profile_from_registry(registry: Any):
     return profile_of
 
 
+def _positions(items: list[Incoming]) -> list[tuple[int, int]]:
+    """Each record's (partition, offset) on its topic: the watermark is kept per partition, and
+    a concept detection names the record that fired it."""
+    return [(item.message.partition, item.message.offset) for item in items]
+
+
 class DriftDetectorService:
     name = "drift-detector"
     topics = [PREDICTIONS, LABELED]
@@ -44,12 +56,16 @@ class DriftDetectorService:
 
     def handle(self, batch: list[Incoming], now_ms: int) -> Output:
         out = Output()
-        predictions = [item.record for item in batch if item.topic == PREDICTIONS]
-        labeled = [item.record for item in batch if item.topic == LABELED]
+        predictions = [item for item in batch if item.topic == PREDICTIONS]
+        labeled = [item for item in batch if item.topic == LABELED]
         skipped_before = dict(self.detector.skipped)
-        for result in (self.detector.observe_predictions(predictions, now_ms),
-                       self.detector.observe_labeled(labeled, now_ms)):
+        for result in (self.detector.observe_predictions([i.record for i in predictions], now_ms, _positions(predictions)),
+                       self.detector.observe_labeled([i.record for i in labeled], now_ms, _positions(labeled))):
             self._emit(result, out)
+            for model, n in result.late_events.items():
+                LATE_EVENTS.labels(model).inc(n)
+            for model, n in result.ahead_events.items():
+                AHEAD_EVENTS.labels(model).inc(n)
             telemetry.observe_drift(result.metric_rows, result.signals, result.requests, self._newest_coverage)
         for stream, topic in (("predictions", PREDICTIONS), ("labeled", LABELED)):
             ALREADY_COUNTED.labels(topic).inc(self.detector.skipped[stream] - skipped_before[stream])

@@ -383,6 +383,8 @@ class WindowedProfileCounter:
     def _close_ready(self) -> list[ClosedWindow]:
         hop, size = self.spec.hop, int(self.spec.size)
         if self.spec.by == "time":
+            if self._watermark is None:
+                return []
             limit = self._watermark - self.spec.allowed_lateness
         else:
             limit = self._n_seen

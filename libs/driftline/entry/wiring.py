@@ -67,7 +67,10 @@ def drift_detector(ctx: Context) -> DriftDetectorService:
     detector = DriftDetector(profile_from_registry(ctx.registry), spec, policy,
                              concept_method=s.concept_detectors, concept_params=s.concept_params,
                              dedupe_predictions=s.drift_dedupe_predictions, dedupe_labeled=s.drift_dedupe_labeled,
-                             retire_after_ms=s.drift_retire_after_ms)
+                             retire_after_ms=s.drift_retire_after_ms, max_skew_ms=s.drift_max_skew_ms,
+                             idle_timeout_ms=s.drift_idle_timeout_ms,
+                             # the predictions topic as driftline creates it; other partitions join when they deliver
+                             partitions=list(range(s.partitions)))
     return DriftDetectorService(detector)
 
 
