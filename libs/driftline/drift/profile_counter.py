@@ -145,7 +145,9 @@ class WindowedProfileCounter:
         self._late: dict[int, int] = {}  # window index -> late events so far (bounded: max_late_windows)
         self._late_events = 0
         self._ahead_events = 0
-        self._changed: set[int] = set()  # windows whose late or ahead count moved since take_event_counts
+        # Windows whose counts moved since take_event_counts, with their counts then: a window's
+        # row is written even if its counter was forgotten or the window closed meanwhile.
+        self._changed: dict[int, tuple[int, int]] = {}
 
     # -- results ------------------------------------------------------------------------
 
@@ -286,12 +288,10 @@ class WindowedProfileCounter:
 
     def take_event_counts(self) -> list[EventCounts]:
         """The windows whose late or ahead count moved since the last call, with their
-        cumulative counts (a row to write, or rewrite), oldest first."""
+        cumulative counts (a row to write, or rewrite), oldest first. Call it after every
+        batch: it holds one entry per window touched since the last call."""
         hop, size = self.spec.hop, int(self.spec.size)
-        out = []
-        for k in sorted(self._changed):
-            st = self._open.get(k)
-            out.append(EventCounts(k * hop, k * hop + size, self._late.get(k, 0), 0 if st is None else st.ahead))
+        out = [EventCounts(k * hop, k * hop + size, late, ahead) for k, (late, ahead) in sorted(self._changed.items())]
         self._changed.clear()
         return out
 
@@ -299,7 +299,8 @@ class WindowedProfileCounter:
         ks, counts = np.unique(windows, return_counts=True)
         for k, c in zip(ks.tolist(), counts.tolist()):
             self._late[k] = self._late.get(k, 0) + c
-            self._changed.add(k)
+            st = self._open.get(k)
+            self._changed[k] = (self._late[k], 0 if st is None else st.ahead)
         if len(self._late) > self.max_late_windows:  # forget the oldest windows' counters
             for k in sorted(self._late)[:len(self._late) - self.max_late_windows]:
                 del self._late[k]
@@ -308,7 +309,7 @@ class WindowedProfileCounter:
         ks, counts = np.unique(windows, return_counts=True)
         for k, c in zip(ks.tolist(), counts.tolist()):
             self._open[k].ahead += c
-            self._changed.add(k)
+            self._changed[k] = (self._late.get(k, 0), self._open[k].ahead)
 
     def flush(self) -> list[ClosedWindow]:
         """Close and return every open window (end of stream, or shutdown without a
@@ -422,7 +423,7 @@ class WindowedProfileCounter:
             "late_events": self._late_events,
             "ahead_events": self._ahead_events,
             "late": [[k, c] for k, c in sorted(self._late.items())],
-            "changed": sorted(self._changed),
+            "changed": [[k, late, ahead] for k, (late, ahead) in sorted(self._changed.items())],
             "rng": self._rng.bit_generator.state,
             "open": [
                 {
@@ -452,7 +453,7 @@ class WindowedProfileCounter:
         self._late_events = int(snapshot.get("late_events", snapshot.get("late_dropped", 0)))
         self._ahead_events = int(snapshot.get("ahead_events", 0))
         self._late = {int(k): int(c) for k, c in snapshot.get("late", [])}
-        self._changed = {int(k) for k in snapshot.get("changed", [])}
+        self._changed = {int(k): (int(late), int(ahead)) for k, late, ahead in snapshot.get("changed", [])}
         self._rng.bit_generator.state = snapshot["rng"]
         self._open = {}
         for w in snapshot["open"]:
