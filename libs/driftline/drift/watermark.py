@@ -95,6 +95,7 @@ class PartitionWatermarks:
         self._current: int | None = None
         self.ahead_events = 0  # events flagged ahead so far
         self.jumps = 0  # partitions that moved on after a sustained run of events ahead
+        self._restored = False  # restored from a snapshot: idleness restarts at the next call
 
     # -- partitions ------------------------------------------------------------------------
 
@@ -129,6 +130,7 @@ class PartitionWatermarks:
         if parts.shape != times.shape or parts.ndim != 1:
             raise ValueError("partitions and event_time_ms must be 1-d arrays of one length")
         ahead = np.zeros(times.size, dtype=bool)
+        self._wake(int(now_ms))
         if times.size == 0:
             return ahead
         now_ms = int(now_ms)
@@ -186,6 +188,7 @@ class PartitionWatermarks:
 
     def current(self, now_ms: int) -> int | None:
         """The watermark in force at wall time ``now_ms`` (None before any event)."""
+        self._wake(now_ms)
         active = [s for s in self._parts.values() if now_ms - s.last_wall_ms < self.idle_timeout_ms]
         if active:
             if any(s.high is None for s in active):  # a live partition that has not delivered yet
@@ -199,6 +202,17 @@ class PartitionWatermarks:
         if self._current is None or candidate > self._current:
             self._current = candidate
         return self._current
+
+    def _wake(self, now_ms: int) -> None:
+        """After a restore, every partition gets a fresh idle timeout from the first call: the
+        time the detector was down is not silence of the partitions (otherwise the first
+        partition to deliver after a long restart would close windows for all of them)."""
+        if self._restored:
+            for state in self._parts.values():
+                state.last_wall_ms = max(state.last_wall_ms, now_ms)
+                if state.run_events:
+                    state.run_since_wall_ms = max(state.run_since_wall_ms, now_ms)
+            self._restored = False
 
     # -- state -----------------------------------------------------------------------------
 
@@ -217,3 +231,4 @@ class PartitionWatermarks:
         self.jumps = int(snapshot["jumps"])
         self._parts = {int(p): _Partition(high, wall, run, since, run_min)
                        for p, high, wall, run, since, run_min in snapshot["partitions"]}
+        self._restored = True

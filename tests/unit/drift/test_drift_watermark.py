@@ -185,3 +185,14 @@ def test_late_counters_are_bounded_and_survive_a_restart():
     again.restore(json.loads(json.dumps(counter.snapshot())))
     again.update(cols(1), np.array([950]), watermark=10_000)
     assert again.take_event_counts() == [EventCounts(900, 1_000, 2, 0)] and again.late_events == 11
+
+
+def test_after_a_long_restart_every_partition_gets_a_fresh_idle_timeout():
+    wm = PartitionWatermarks(SKEW, IDLE)
+    wm.observe(arr(0, 1), arr(5_000, 3_000), WALL)
+    restarted = PartitionWatermarks(SKEW, IDLE)
+    restarted.restore(wm.snapshot())
+    later = WALL + 10 * IDLE  # the detector was down for ten idle timeouts
+    restarted.observe(arr(0), arr(9_000), later)  # partition 0 delivers first: partition 1 still holds it
+    assert restarted.current(later) == 3_000
+    assert restarted.current(later + IDLE) == 9_000  # now partition 1 is idle for real
