@@ -30,7 +30,9 @@ class PartitionWatermarks:
     * **Idle partitions.** A partition that delivered nothing for ``idle_timeout_ms`` of
       wall time is left out of the minimum (Flink's ``withIdleness``). When every
       partition is idle the watermark is the **maximum** of theirs: the stream has
-      stopped, and what it delivered may close. A partition declared with
+      stopped, and what it delivered may close. When such a stream resumes (and after a
+      restore) every partition gets a fresh idle timeout: a pause of the whole stream is
+      no partition's own silence. A partition declared with
       :meth:`expect` that has not delivered yet holds the watermark back until it is
       idle too.
     * **Events far ahead.** An event later than its partition's watermark by more than
@@ -77,8 +79,11 @@ class PartitionWatermarks:
     >>> wm.current(wall), wm.ahead_events
     (3000, 1)
 
-    Partition 1 falls silent for a minute: partition 0 alone sets the watermark.
+    Partition 1 falls silent for a minute while partition 0 goes on: partition 0 alone
+    sets the watermark.
 
+    >>> wm.observe(np.array([0]), np.array([6_000]), now_ms=wall + 30_000).tolist()
+    [False]
     >>> wm.observe(np.array([0]), np.array([7_000]), now_ms=wall + 61_000).tolist()
     [False]
     >>> wm.current(wall + 61_000)
@@ -134,6 +139,12 @@ class PartitionWatermarks:
         if times.size == 0:
             return ahead
         now_ms = int(now_ms)
+        if self._parts and all(now_ms - s.last_wall_ms >= self.idle_timeout_ms for s in self._parts.values()):
+            # The whole stream paused, and now resumes: that was no partition's own silence. Every
+            # partition gets a fresh idle timeout, or the first to deliver would close windows
+            # that the others are about to fill.
+            self._restored = True
+            self._wake(now_ms)
         cap = now_ms + self.max_skew_ms
         for p in np.unique(parts).tolist():
             idx = np.flatnonzero(parts == p)
@@ -210,8 +221,6 @@ class PartitionWatermarks:
         if self._restored:
             for state in self._parts.values():
                 state.last_wall_ms = max(state.last_wall_ms, now_ms)
-                if state.run_events:
-                    state.run_since_wall_ms = max(state.run_since_wall_ms, now_ms)
             self._restored = False
 
     # -- state -----------------------------------------------------------------------------

@@ -33,6 +33,7 @@ def test_a_declared_partition_holds_the_watermark_until_it_delivers_or_is_idle()
     wm.expect([0, 1], WALL)
     wm.observe(arr(0), arr(50_000), WALL)
     assert wm.current(WALL) is None  # partition 1 has said nothing yet
+    wm.observe(arr(0), arr(50_500), WALL + IDLE // 2)
     assert wm.current(WALL + IDLE - 1) is None
     wm.observe(arr(0), arr(51_000), WALL + IDLE)
     assert wm.current(WALL + IDLE) == 51_000  # partition 1 idle: left out
@@ -196,3 +197,13 @@ def test_after_a_long_restart_every_partition_gets_a_fresh_idle_timeout():
     restarted.observe(arr(0), arr(9_000), later)  # partition 0 delivers first: partition 1 still holds it
     assert restarted.current(later) == 3_000
     assert restarted.current(later + IDLE) == 9_000  # now partition 1 is idle for real
+
+
+def test_a_stream_that_pauses_as_a_whole_resumes_without_one_partition_running_ahead():
+    wm = PartitionWatermarks(SKEW, IDLE)
+    wm.observe(arr(0, 1, 2), arr(24_000, 24_500, 24_900), WALL)
+    assert wm.current(WALL + 2 * IDLE) == 24_900  # everyone idle: the latest
+    wm.observe(arr(0), arr(33_500), WALL + 2 * IDLE)  # partition 0 speaks first after the pause
+    assert wm.current(WALL + 2 * IDLE) == 24_900  # 1 and 2 are about to deliver: they still count
+    wm.observe(arr(1, 2), arr(33_000, 34_000), WALL + 2 * IDLE + 100)
+    assert wm.current(WALL + 2 * IDLE + 100) == 33_000
