@@ -76,3 +76,42 @@ def test_far_future_events_written_to_the_topic_do_not_blind_psi(settings, store
     assert sum(rows.ahead.values()) == 1_001 and rows.late == {}
     assert all(start >= times[half] + FAR_AHEAD_MS for start, _ in rows.ahead)
     runner.close()
+
+
+def test_a_concept_detection_names_the_event_time_partition_and_offset_of_the_record_that_fired(store):
+    from driftline.bus.base import Message
+    from driftline.drift import AlertPolicy, WindowSpec
+    from driftline.runner import Incoming
+    from driftline.services.drift_detector.logic import DriftDetector
+    from driftline.services.drift_detector.service import DriftDetectorService
+    from driftline.testing.event_time import MODEL, reference_profile
+    from driftline.topics import DRIFT, LABELED
+
+    service = DriftDetectorService(DriftDetector(lambda m, v: reference_profile(), WindowSpec(size=10_000),
+                                                 AlertPolicy()))
+    rng = np.random.default_rng(5)
+    errors = np.concatenate([rng.random(2_000) < 0.05, rng.random(2_000) < 0.6]).astype(float)
+    batch = [Incoming(LABELED, {"model": MODEL, "event_id": f"l{i}", "model_version": 1, "role": "champion",
+                                "error": float(e), "event_time": T0 + i * SPACING_MS,
+                                "label_time": T0 + i * SPACING_MS + 7},
+                      Message(LABELED, i % 3, 1_000 + i // 3, None, b"", 0))
+             for i, e in enumerate(errors)]
+    out = service.handle(batch, now_ms=T0)
+    signals = [r for t, _, r in out.records if t == DRIFT and r["kind"] == "concept"]
+    assert signals
+    for s in signals:
+        i = s["stream_index"]
+        assert i >= 2_000  # the change, not before it
+        assert s["event_time"] == s["window_start"] == s["window_end"] == T0 + i * SPACING_MS
+        assert (s["partition"], s["offset"]) == (i % 3, 1_000 + i // 3)
+    rows = [r for r in out.rows["drift_metrics"] if r["kind"] == "concept"]
+    assert [(r["stream_index"], r["partition"], r["offset"]) for r in rows] == [
+        (s["stream_index"], s["partition"], s["offset"]) for s in signals]
+    assert all(r["event_time"].year == 2026 for r in rows)  # the service writes a datetime
+    # The signal is a valid DriftSignal on the wire, and the row a valid drift_metrics row.
+    from driftline.codec import Codec, registry_client
+
+    codec = Codec(registry_client(None))
+    assert codec.decode(DRIFT, codec.encode(DRIFT, signals[0]))["offset"] == signals[0]["offset"]
+    store.insert("drift_metrics", out.rows["drift_metrics"])
+    assert store.scalar("SELECT count() FROM drift_metrics WHERE kind = 'concept' AND offset IS NOT NULL") == len(rows)
