@@ -146,9 +146,15 @@ class PartitionWatermarks:
             self._restored = True
             self._wake(now_ms)
         cap = now_ms + self.max_skew_ms
-        for p in np.unique(parts).tolist():
-            idx = np.flatnonzero(parts == p)
-            ahead[idx] = self._observe_partition(int(p), times[idx], now_ms, cap)
+        if parts[0] == parts[-1] and not np.any(parts != parts[0]):  # one partition (e.g. one per poll)
+            ahead[:] = self._observe_partition(int(parts[0]), times, now_ms, cap)
+        else:  # one stable sort groups the partitions, each in arrival order
+            order = np.argsort(parts, kind="stable")
+            sorted_parts = parts[order]
+            bounds = np.concatenate([[0], np.flatnonzero(np.diff(sorted_parts)) + 1, [parts.size]])
+            for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+                idx = order[a:b]
+                ahead[idx] = self._observe_partition(int(sorted_parts[a]), times[idx], now_ms, cap)
         self.ahead_events += int(ahead.sum())
         return ahead
 
