@@ -157,6 +157,13 @@ class DriftDetector:
         self.partitions = list(partitions or [])
         self._watermarks: dict[str, PartitionWatermarks] = {}  # model -> its watermark over the partitions
 
+    def expect_partitions(self, partitions: list[int], now_ms: int) -> None:
+        """The ``predictions`` partitions this detector reads (a rebalance may change them):
+        each holds every model's watermark back until it delivers or is idle."""
+        self.partitions = list(partitions)
+        for wm in self._watermarks.values():
+            wm.expect(self.partitions, now_ms)
+
     def _watermark_of(self, model: str, now_ms: int) -> PartitionWatermarks:
         wm = self._watermarks.get(model)
         if wm is None:

@@ -3,6 +3,7 @@ metrics, drift signals and retrain requests out. Its state is checkpointed (step
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import Counter
@@ -53,9 +54,29 @@ class DriftDetectorService:
     def __init__(self, detector: DriftDetector):
         self.detector = detector
         self._newest_coverage: dict[str, int] = {}  # model -> start of the newest coverage window (metrics)
+        self._assigned: Callable[[], set[tuple[str, int]] | None] | None = None
+        self._partitions_read: set[int] = set()
+
+    def read_assignment_from(self, assigned: Callable[[], set[tuple[str, int]] | None]) -> None:
+        """Where to ask which (topic, partition)s this instance reads (its consumer's ``assigned``):
+        every ``predictions`` partition assigned holds the watermark until it delivers or is idle,
+        so the first partition to deliver never closes windows for the others."""
+        self._assigned = assigned
+
+    def on_assignment(self, now_ms: int) -> None:
+        """The runner's hook after a rebalance."""
+        self._follow_partitions(now_ms)
+
+    def _follow_partitions(self, now_ms: int) -> None:
+        assigned = self._assigned() if self._assigned is not None else None
+        partitions = {p for t, p in assigned or () if t == PREDICTIONS}
+        if partitions and partitions != self._partitions_read:
+            self.detector.expect_partitions(sorted(partitions), now_ms)
+            self._partitions_read = partitions
 
     def handle(self, batch: list[Incoming], now_ms: int) -> Output:
         out = Output()
+        self._follow_partitions(now_ms)
         predictions = [item for item in batch if item.topic == PREDICTIONS]
         labeled = [item for item in batch if item.topic == LABELED]
         skipped_before = dict(self.detector.skipped)
