@@ -72,7 +72,9 @@ def drain(runner, total: int, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while runner.processed < total:
         if time.monotonic() > deadline:
-            raise AssertionError(f"the drift-detector processed {runner.processed} of {total} records")
+            raise AssertionError(f"the drift-detector processed {runner.processed} of {total} records; "
+                                 f"assigned {sorted(runner.consumer.assigned() or ())}, "
+                                 f"positions {runner.consumer.positions()}, lag {runner.consumer.lag()}")
         runner.step(0.5)
 
 
