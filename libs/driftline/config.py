@@ -36,7 +36,21 @@ class Settings(BaseSettings):
     drift_window_by: str = Field("time", description="time (event time, ms) or count (events)")
     drift_window_size: int = Field(60_000, ge=1, description="ms for time windows, events for count windows")
     drift_window_step: int | None = Field(None, description="hop of hopping windows")
-    drift_allowed_lateness_ms: int = Field(0, ge=0)
+    # event time (README, "Event time and late events")
+    drift_allowed_lateness_ms: int = Field(
+        60_000, ge=0, description="How long after the watermark passes a window's end it still takes events; "
+                                  "later ones are counted as late_events rows. One default window: the watermark "
+                                  "is already the minimum over partitions, so this only needs to cover disorder "
+                                  "within a partition (batched or retried producers), and a window's PSI is "
+                                  "written at most one window later.")
+    drift_max_skew_ms: int = Field(
+        3_600_000, ge=0, description="An event later than its partition's watermark, or than the wall clock, by "
+                                     "more than this cannot move the watermark: it is counted in its own window "
+                                     "and as an ahead_events row.")
+    drift_idle_timeout_ms: int = Field(
+        60_000, ge=0, description="Wall time without records after which a partition no longer holds the "
+                                  "watermark back (and after which a partition whose events all stay ahead "
+                                  "is followed).")
     drift_psi_threshold: float = Field(0.25, gt=0)
     drift_consecutive_windows: int = Field(1, ge=1, description="windows in a row at or above the threshold")
     drift_reset_below: float = Field(0.10, ge=0, description="an incident ends when every PSI falls below this")

@@ -20,6 +20,16 @@ state) and skips a record it has already counted, so the PSI windows, the
 coverage and the concept detector's ``n`` count each prediction and each joined
 label once.
 
+Event time (README, "Event time and late events"). Windows close on a watermark per
+model: the minimum over the ``predictions`` partitions that carry it
+(:class:`~driftline.drift.watermark.PartitionWatermarks`: idle partitions left out, an
+event far ahead unable to move it). An event whose window already closed is counted in
+that window's ``late_events`` row (kind ``data``, feature ``__events__``); an event far
+ahead is counted in its own window like any other, without moving the watermark, and in
+that window's ``ahead_events`` row. Nothing is dropped silently. Concept detections carry
+the event time, partition and offset of the labeled record whose error fired the
+detector, and its index in the error stream (``stream_index``).
+
 Memory is bounded per version too: a version that has received nothing for
 ``retire_after_ms`` while a newer version of its model is monitored is retired,
 its open windows written as a last (partial) window first, so nothing is lost.
@@ -50,6 +60,7 @@ from driftline.drift import (
 from driftline.drift.calibration import ThresholdRule
 from driftline.drift.detectors import BINARY_METHODS
 from driftline.drift.recent import RecentKeys
+from driftline.drift.watermark import PartitionWatermarks
 from driftline.services.drift_detector.retrain_loop import OutcomeSeen, outcome_of
 from driftline.timeutil import to_ms
 
@@ -63,6 +74,14 @@ class DriftOutput:
     metric_rows: list[dict[str, Any]] = field(default_factory=list)  # drift_metrics rows (times as ms)
     signals: list[dict[str, Any]] = field(default_factory=list)  # DriftSignal records
     requests: list[RetrainDecision] = field(default_factory=list)
+    late_events: dict[str, int] = field(default_factory=dict)  # model -> events that came after their window closed
+    ahead_events: dict[str, int] = field(default_factory=dict)  # model -> events far ahead of the watermark
+
+
+#: Where a record was read: (partition, offset). A detector fed without positions treats its
+#: input as one partition.
+Position = tuple[int, int | None]
+EVENTS = "__events__"  # the feature name of late_events / ahead_events rows: they count whole events
 
 
 @dataclass
@@ -106,6 +125,15 @@ class DriftDetector:
         recognise a republished record.
     retire_after_ms
         Wall time without records after which a version superseded by a newer one is retired.
+    max_skew_ms
+        An event later than its partition's watermark (or the wall clock) by more than this
+        cannot move the watermark (:class:`~driftline.drift.watermark.PartitionWatermarks`).
+    idle_timeout_ms
+        Wall time without records after which a partition no longer holds the watermark back.
+    partitions
+        The ``predictions`` partitions this detector reads, if known: each holds every
+        model's watermark back until it delivers or is idle (partitions not listed join
+        when they deliver).
     thresholds
         How each window's alarm levels are set (fixed bands or a false-alarm rate); they are
         written with its rows and read by the policy. Default: the policy's own fixed levels.
@@ -115,7 +143,8 @@ class DriftDetector:
                  policy: AlertPolicy, concept_method: dict[str, str] | None = None,
                  concept_params: dict[str, dict] | None = None, coverage_horizon_ms: int = 86_400_000,
                  dedupe_predictions: int = 50_000, dedupe_labeled: int = 50_000,
-                 retire_after_ms: int = 3_600_000, thresholds: ThresholdRule | None = None):
+                 retire_after_ms: int = 3_600_000, max_skew_ms: int = 3_600_000, idle_timeout_ms: int = 60_000,
+                 partitions: list[int] | None = None, thresholds: ThresholdRule | None = None):
         self.profile_of = profile_of
         self.thresholds = thresholds or ThresholdRule(psi_threshold=policy.psi_threshold,
                                                       reset_below=policy.reset_below)
@@ -130,6 +159,24 @@ class DriftDetector:
         self._seen_predictions = RecentKeys(dedupe_predictions)
         self._seen_labeled = RecentKeys(dedupe_labeled)
         self.skipped = {"predictions": 0, "labeled": 0}  # records recognised as already counted
+        self.max_skew_ms = max_skew_ms
+        self.idle_timeout_ms = idle_timeout_ms
+        self.partitions = list(partitions or [])
+        self._watermarks: dict[str, PartitionWatermarks] = {}  # model -> its watermark over the partitions
+
+    def expect_partitions(self, partitions: list[int], now_ms: int) -> None:
+        """The ``predictions`` partitions this detector reads (a rebalance may change them):
+        each holds every model's watermark back until it delivers or is idle."""
+        self.partitions = list(partitions)
+        for wm in self._watermarks.values():
+            wm.expect(self.partitions, now_ms)
+
+    def _watermark_of(self, model: str, now_ms: int) -> PartitionWatermarks:
+        wm = self._watermarks.get(model)
+        if wm is None:
+            wm = self._watermarks[model] = PartitionWatermarks(self.max_skew_ms, self.idle_timeout_ms)
+            wm.expect(self.partitions, now_ms)
+        return wm
 
     def _first_time(self, records: list[dict[str, Any]], seen: RecentKeys, key_of, stream: str) -> list[dict]:
         """The champion records not counted before (nor earlier in this batch). They are remembered
@@ -179,13 +226,46 @@ class DriftDetector:
 
     # -- predictions: data drift and coverage ---------------------------------------------
 
-    def observe_predictions(self, predictions: list[dict[str, Any]], now_ms: int) -> DriftOutput:
+    def observe_predictions(self, predictions: list[dict[str, Any]], now_ms: int,
+                            positions: list[Position] | None = None) -> DriftOutput:
+        """Count champion predictions in their windows; write the windows the watermark closed.
+
+        ``positions`` are the records' (partition, offset) on the ``predictions`` topic, in
+        the same order (None: one partition). Every call also moves each model's
+        watermark (a partition can turn idle between calls), so windows close even in a
+        call without records.
+        """
         out = DriftOutput()
+        partition_of = _partitions_by_record(predictions, positions)
         predictions = self._first_time(predictions, self._seen_predictions, _prediction_key, "predictions")
-        for key, state, group in self._champion_groups(predictions):
+        closed: dict[Key, list] = defaultdict(list)
+        for model, group in _by_model(predictions).items():
+            wm = self._watermark_of(model, now_ms)
+            before = wm.current(now_ms)  # the watermark in force while this batch arrived
             times = np.fromiter((to_ms(p["event_time"]) for p in group), np.int64, len(group))
-            state.coverage.add_predictions(times)
-            for window in state.counter.update(columns_of(group, state.counter.profile), times):
+            ahead = wm.observe(np.fromiter((partition_of[id(p)] for p in group), np.int64, len(group)), times, now_ms)
+            if ahead.any():
+                out.ahead_events[model] = int(ahead.sum())
+            for version, index in _indices_by_version(group).items():
+                state = self._state((model, version))
+                if state is None:
+                    continue
+                rows = [group[i] for i in index]
+                late_before = state.counter.late_events
+                state.coverage.add_predictions(times[index])
+                closed[(model, version)] += state.counter.update(
+                    columns_of(rows, state.counter.profile), times[index], watermark=before,
+                    ahead=ahead[index] if self.spec.by == "time" else None)
+                if state.counter.late_events > late_before:
+                    out.late_events[model] = out.late_events.get(model, 0) + state.counter.late_events - late_before
+        for key, state in self._versions.items():
+            if state is None or key[0] not in self._watermarks:
+                continue
+            closed[key] += state.counter.advance(self._watermarks[key[0]].current(now_ms))
+            out.metric_rows.extend(_event_count_rows(key, state.counter.take_event_counts(), now_ms))
+        for key, windows in closed.items():
+            state = self._versions[key]
+            for window in windows:
                 stats = window.stats(state.counter.profile, thresholds=self.thresholds)
                 for signal in stats.to_signals():
                     out.metric_rows.append(metric_row(key, signal, now_ms))
@@ -216,6 +296,7 @@ class DriftDetector:
             for window in state.counter.flush():
                 for signal in window.stats(state.counter.profile, thresholds=self.thresholds).to_signals():
                     out.metric_rows.append(metric_row(key, signal, now_ms))
+            out.metric_rows.extend(_event_count_rows(key, state.counter.take_event_counts(), now_ms))
             out.metric_rows.extend(self._coverage_rows(key, state, now_ms))
             log.warning("%s v%s retired: no records for %d ms and a newer version is monitored", *key,
                         self.retire_after_ms)
@@ -237,8 +318,13 @@ class DriftDetector:
 
     # -- joined labels: concept drift ------------------------------------------------------
 
-    def observe_labeled(self, labeled: list[dict[str, Any]], now_ms: int) -> DriftOutput:
+    def observe_labeled(self, labeled: list[dict[str, Any]], now_ms: int,
+                        positions: list[Position] | None = None) -> DriftOutput:
+        """Feed joined labels' errors to the concept detector; a detection is a row and a
+        signal at the event time, partition and offset of the record whose error fired it.
+        ``positions``: the records' (partition, offset) on the ``labeled`` topic (None: unknown)."""
         out = DriftOutput()
+        position_of = {id(r): p for r, p in zip(labeled, positions)} if positions is not None else {}
         labeled = self._first_time(labeled, self._seen_labeled, _labeled_key, "labeled")
         for key, state, group in self._champion_groups(labeled):
             times = np.fromiter((to_ms(r["event_time"]) for r in group), np.int64, len(group))
@@ -253,10 +339,14 @@ class DriftDetector:
                 state.detector = ConceptDriftDetector("ADWIN")
             first = state.detector.n_seen
             for index in state.detector.update(errors):
+                fired = group[index - first]
                 at = int(times[index - first])
+                partition, offset = position_of.get(id(fired), (None, None))
+                # The window is the instant of the record that fired; value keeps the stream index.
                 signal = {"kind": "concept", "feature": "__error__", "statistic": state.detector.method,
-                          "value": float(index), "band": "act", "window_start": index, "window_end": index,
-                          "n": state.detector.n_seen}
+                          "value": float(index), "band": "act", "window_start": at, "window_end": at,
+                          "n": state.detector.n_seen, "event_time": at, "partition": partition,
+                          "offset": offset, "stream_index": int(index)}
                 out.metric_rows.append(metric_row(key, signal, now_ms))
                 out.signals.append(_signal(key, signal, now_ms))
                 decision = self.policy.observe_concept(key[0], key[1], state.detector.method, index, at)
@@ -296,7 +386,8 @@ class DriftDetector:
         return json.dumps({"format": 1, "policy": self.policy.snapshot(), "versions": versions,
                            "seen_predictions": self._seen_predictions.snapshot(),
                            "seen_labeled": self._seen_labeled.snapshot(),
-                           "last_seen": [[m, v, t] for (m, v), t in self._last_seen.items()]}).encode()
+                           "last_seen": [[m, v, t] for (m, v), t in self._last_seen.items()],
+                           "watermarks": {m: wm.snapshot() for m, wm in self._watermarks.items()}}).encode()
 
     def restore(self, snapshot: bytes) -> None:
         data = json.loads(snapshot)
@@ -313,6 +404,10 @@ class DriftDetector:
         self._seen_predictions.restore(data.get("seen_predictions", []))
         self._seen_labeled.restore(data.get("seen_labeled", []))
         self._last_seen = {(m, v): t for m, v, t in data.get("last_seen", [])}
+        self._watermarks = {}
+        for model, saved in data.get("watermarks", {}).items():
+            wm = self._watermarks[model] = PartitionWatermarks(self.max_skew_ms, self.idle_timeout_ms)
+            wm.restore(saved)
 
 
 def _prediction_key(record: dict[str, Any]) -> str:
@@ -321,6 +416,44 @@ def _prediction_key(record: dict[str, Any]) -> str:
 
 def _labeled_key(record: dict[str, Any]) -> tuple[str, str]:
     return record["model"], record["event_id"]
+
+
+def _partitions_by_record(records: list[dict[str, Any]], positions: list[Position] | None) -> dict[int, int]:
+    """id(record) -> its partition (0 for every record when positions are unknown)."""
+    if positions is None:
+        return {id(r): 0 for r in records}
+    if len(positions) != len(records):
+        raise ValueError("positions must have one (partition, offset) per record")
+    return {id(r): int(p[0]) for r, p in zip(records, positions)}
+
+
+def _by_model(records) -> dict[str, list[dict[str, Any]]]:
+    """Champion records per model, in arrival order."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        if r["role"] == "champion":
+            groups[r["model"]].append(r)
+    return groups
+
+
+def _indices_by_version(records: list[dict[str, Any]]) -> dict[int, np.ndarray]:
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        groups[r["model_version"]].append(i)
+    return {v: np.asarray(ix, dtype=np.int64) for v, ix in groups.items()}
+
+
+def _event_count_rows(key: Key, counts, now_ms: int) -> list[dict[str, Any]]:
+    """``late_events`` / ``ahead_events`` rows (kind data, feature ``__events__``) of windows
+    whose counts moved: value and n are the window's cumulative count, rewritten as it grows."""
+    rows = []
+    for c in counts:
+        for statistic, value in (("late_events", c.late_events), ("ahead_events", c.ahead_events)):
+            if value:
+                rows.append(metric_row(key, {"kind": "data", "feature": EVENTS, "statistic": statistic,
+                                             "value": float(value), "band": "", "window_start": c.start,
+                                             "window_end": c.end, "n": value}, now_ms))
+    return rows
 
 
 def _by_version(records) -> dict[Key, list[dict[str, Any]]]:

@@ -9,6 +9,7 @@ is written to ``retrain_requests`` as a ``requested`` row (see
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import Counter
@@ -23,6 +24,12 @@ from driftline.services.drift_detector.logic import DriftDetector, DriftOutput
 from driftline.services.drift_detector.retrain_loop import audit_row, requested_row
 
 
+LATE_EVENTS = Counter(
+    "driftline_drift_late_events", "Predictions that reached the drift-detector after their window had closed "
+    "(counted in drift_metrics as statistic 'late_events', never in a window's PSI), by model.", ["model"])
+AHEAD_EVENTS = Counter(
+    "driftline_drift_ahead_events", "Predictions far ahead of the event-time watermark (beyond "
+    "DRIFTLINE_DRIFT_MAX_SKEW_MS): counted in their own window without moving the watermark, by model.", ["model"])
 ALREADY_COUNTED = Counter(
     "driftline_drift_already_counted", "Records the drift-detector skipped because it had counted them already "
     "(a republished batch of predictions, a replayed `labeled` record), by topic.", ["topic"])
@@ -45,6 +52,12 @@ def profile_from_registry(registry: Any):
     return profile_of
 
 
+def _positions(items: list[Incoming]) -> list[tuple[int, int]]:
+    """Each record's (partition, offset) on its topic: the watermark is kept per partition, and
+    a concept detection names the record that fired it."""
+    return [(item.message.partition, item.message.offset) for item in items]
+
+
 class DriftDetectorService:
     name = "drift-detector"
     topics = [PREDICTIONS, LABELED]
@@ -53,9 +66,29 @@ class DriftDetectorService:
     def __init__(self, detector: DriftDetector):
         self.detector = detector
         self._newest_coverage: dict[str, int] = {}  # model -> start of the newest coverage window (metrics)
+        self._assigned: Callable[[], set[tuple[str, int]] | None] | None = None
+        self._partitions_read: set[int] = set()
+
+    def read_assignment_from(self, assigned: Callable[[], set[tuple[str, int]] | None]) -> None:
+        """Where to ask which (topic, partition)s this instance reads (its consumer's ``assigned``):
+        every ``predictions`` partition assigned holds the watermark until it delivers or is idle,
+        so the first partition to deliver never closes windows for the others."""
+        self._assigned = assigned
+
+    def on_assignment(self, now_ms: int) -> None:
+        """The runner's hook after a rebalance."""
+        self._follow_partitions(now_ms)
+
+    def _follow_partitions(self, now_ms: int) -> None:
+        assigned = self._assigned() if self._assigned is not None else None
+        partitions = {p for t, p in assigned or () if t == PREDICTIONS}
+        if partitions and partitions != self._partitions_read:
+            self.detector.expect_partitions(sorted(partitions), now_ms)
+            self._partitions_read = partitions
 
     def handle(self, batch: list[Incoming], now_ms: int) -> Output:
         out = Output()
+        self._follow_partitions(now_ms)
         # Model events come first in a batch (the runner puts control records first): an outcome
         # applies before this batch's windows are judged.
         model_events = [item.record for item in batch if item.topic == MODELS]
@@ -63,12 +96,16 @@ class DriftDetectorService:
         for seen in self.detector.observe_model_events(model_events):
             if seen.applied:
                 RETRAIN_OUTCOMES.labels(seen.model, seen.outcome).inc()
-        predictions = [item.record for item in batch if item.topic == PREDICTIONS]
-        labeled = [item.record for item in batch if item.topic == LABELED]
+        predictions = [item for item in batch if item.topic == PREDICTIONS]
+        labeled = [item for item in batch if item.topic == LABELED]
         skipped_before = dict(self.detector.skipped)
-        for result in (self.detector.observe_predictions(predictions, now_ms),
-                       self.detector.observe_labeled(labeled, now_ms)):
+        for result in (self.detector.observe_predictions([i.record for i in predictions], now_ms, _positions(predictions)),
+                       self.detector.observe_labeled([i.record for i in labeled], now_ms, _positions(labeled))):
             self._emit(result, out, now_ms)
+            for model, n in result.late_events.items():
+                LATE_EVENTS.labels(model).inc(n)
+            for model, n in result.ahead_events.items():
+                AHEAD_EVENTS.labels(model).inc(n)
             telemetry.observe_drift(result.metric_rows, result.signals, result.requests, self._newest_coverage)
         for stream, topic in (("predictions", PREDICTIONS), ("labeled", LABELED)):
             ALREADY_COUNTED.labels(topic).inc(self.detector.skipped[stream] - skipped_before[stream])

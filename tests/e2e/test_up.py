@@ -151,9 +151,6 @@ def up_env(tmp_path, monkeypatch):
     home = tmp_path / "home"
     env = {**os.environ, "DRIFTLINE_HOME": str(home), "DRIFTLINE_REGISTRY_TOKEN": TOKEN,
            "DRIFTLINE_DRIFT_WINDOW_SIZE": str(WINDOW_EVENTS * SPACING_MS), "DRIFTLINE_DRIFT_ALLOWED_LATENESS_MS": "0",
-           # One partition: the windows' exact counts below must not depend on how the detector's polls
-           # interleave partitions (one partition's progress closing windows for the others is issue 11).
-           "DRIFTLINE_PARTITIONS": "1",
            "DRIFTLINE_RETRAIN_MIN_ROWS": "1000000"}  # no retraining in this test: it is about up itself
     env.pop("DRIFTLINE_STORE_DSN", None)
     monkeypatch.setenv("DRIFTLINE_HOME", str(home))

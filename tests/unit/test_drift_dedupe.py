@@ -67,9 +67,11 @@ def test_a_replayed_labeled_record_counts_once_and_n_equals_joined_labels_across
 def test_a_retired_version_writes_its_partial_window_and_is_freed():
     d = detector(retire_after_ms=10 * MIN)
     d.observe_predictions(predictions(0, 250, version=1), now_ms=0)  # 25 s of events: a window still open
-    d.observe_predictions(predictions(0, 10, version=2, t0=1_000_000), now_ms=5 * MIN)  # v2 is promoted
+    # v2 is promoted; its events (from 30 s) keep the model's watermark inside v1's window,
+    # so that window is still open when v1 is retired (a watermark past it would close it).
+    d.observe_predictions(predictions(0, 10, version=2, t0=30_000), now_ms=5 * MIN)
     assert ("basket", 1) in d._versions
-    out = d.observe_predictions(predictions(10, 10, version=2, t0=1_000_000), now_ms=11 * MIN)
+    out = d.observe_predictions(predictions(10, 10, version=2, t0=30_000), now_ms=11 * MIN)
     assert ("basket", 1) not in d._versions and ("basket", 2) in d._versions
     last = {(r["model_version"], r["window_start"], r["n"]) for r in out.metric_rows
             if r["statistic"] == "psi" and r["model_version"] == 1}

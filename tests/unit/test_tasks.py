@@ -338,5 +338,8 @@ def test_a_binary_only_detector_configured_for_a_regression_model_falls_back_to_
     out = detector.observe_labeled(labeled, now_ms=EPOCH_MS)
     concept = [s for s in out.signals if s["kind"] == "concept"]
     assert concept and all(s["statistic"] == "ADWIN" for s in concept)
-    assert min(s["window_start"] for s in concept) >= 3000  # the jump in absolute error, not before it
+    assert min(s["stream_index"] for s in concept) >= 3000  # the jump in absolute error, not before it
+    # ... and the detection is placed at the event time of the labeled record that fired it
+    assert all(s["window_start"] == s["window_end"] == s["event_time"] == EPOCH_MS + s["stream_index"] * SPACING_MS
+               for s in concept)
     assert len(out.requests) == 1

@@ -25,7 +25,7 @@ from driftline.drift.psi import (
     wasserstein,
 )
 from driftline.drift.coverage import CoverageWindow, LabelCoverage
-from driftline.drift.profile_counter import WindowedProfileCounter
+from driftline.drift.profile_counter import EventCounts, WindowedProfileCounter
 from driftline.drift.window_spec import WindowSpec
 from driftline.drift.window_stats import ClosedWindow, WindowStats
 
@@ -36,6 +36,7 @@ __all__ = [
     "ClosedWindow",
     "ConceptDriftDetector",
     "CoverageWindow",
+    "EventCounts",
     "FeatureProfile",
     "FeatureStats",
     "LabelCoverage",

@@ -11,9 +11,22 @@ from driftline.drift.profile import ReferenceProfile
 from driftline.drift.window_spec import WindowSpec
 from driftline.drift.window_stats import ClosedWindow
 
-__all__ = ["WindowedProfileCounter"]
+__all__ = ["EventCounts", "WindowedProfileCounter"]
 
 _NO_TIME = -(2**62)  # "no watermark yet": far below any event time, with room to subtract lateness
+_OWN = object()  # update()'s default: the counter keeps its own watermark (the largest event time seen)
+
+
+@dataclass(frozen=True)
+class EventCounts:
+    """Events of one window that its PSI does not show: ``late_events`` arrived after it
+    closed, ``ahead_events`` arrived far ahead of the watermark (counted in it all the
+    same). Both are cumulative for the window."""
+
+    start: int
+    end: int
+    late_events: int
+    ahead_events: int
 
 
 @dataclass
@@ -24,6 +37,7 @@ class _Open:
     samples: dict[str, np.ndarray]
     tmin: int | None = None
     tmax: int | None = None
+    ahead: int = 0  # events of this window that arrived far ahead of the watermark
 
 
 def _group(win: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -58,8 +72,23 @@ class WindowedProfileCounter:
     and a window keeps the events with the smallest keys (bottom-k sampling), so the
     sample does not depend on how the stream was cut into batches.
 
-    :meth:`snapshot` returns a JSON-able dict with the open windows, the watermark and
-    the sampler's random state; :meth:`restore` on a new counter resumes exactly, so
+    **Watermark.** By default the counter keeps its own watermark, the largest event
+    time it saw (one ordered stream). A detector reading several partitions passes the
+    watermark in force instead (:class:`~driftline.drift.watermark.PartitionWatermarks`):
+    ``update(..., watermark=w, ahead=mask)`` judges the batch against ``w`` and
+    :meth:`advance` closes the windows the next watermark passed.
+
+    **Late and ahead events are counted, never dropped silently.** An event whose window
+    already closed (``end + allowed_lateness <= watermark``) is counted per window in
+    :meth:`take_event_counts` (``late_events``) and in :attr:`late_events`. An event
+    flagged ahead (``ahead`` mask) is counted in its windows like any other, and also in
+    their ``ahead_events``. Memory: per-window late counters are kept for the
+    ``max_late_windows`` most recent windows (by start) that had late events; an older
+    one is forgotten, so a late event for a window older than all of those restarts
+    its count (the totals :attr:`late_events` stay exact).
+
+    :meth:`snapshot` returns a JSON-able dict with the open windows, the watermark, the
+    late counters and the sampler's random state; :meth:`restore` on a new counter resumes exactly, so
     a restart mid-window loses no counts.
 
     Parameters
@@ -73,6 +102,8 @@ class WindowedProfileCounter:
         Per-window sample size of numeric features (0 disables samples).
     seed
         Seed of the sampler.
+    max_late_windows
+        How many windows' late counters are kept (see above).
 
     Examples
     --------
@@ -88,15 +119,18 @@ class WindowedProfileCounter:
     >>> closed = counter.update({"x": rng.normal(size=t.size)}, event_time_ms=t)
     >>> [(w.start, w.end, w.n) for w in closed]
     [(0, 1000, 4), (1000, 2000, 3)]
-    >>> counter.late_dropped   # the event at 5 ms came after the watermark passed 1100
+    >>> counter.late_events   # the event at 5 ms came after the watermark passed 1100
     1
+    >>> counter.take_event_counts()   # counted in the window it belonged to, not dropped
+    [EventCounts(start=0, end=1000, late_events=1, ahead_events=0)]
     >>> s = closed[0].stats(profile).features["x"]
     >>> s.band in ("stable", "monitor", "act"), s.n
     (True, 4)
 
     """
 
-    def __init__(self, profile: ReferenceProfile, spec: WindowSpec, sample_size: int = 1000, seed: int = 0):
+    def __init__(self, profile: ReferenceProfile, spec: WindowSpec, sample_size: int = 1000, seed: int = 0,
+                 max_late_windows: int = 10_000):
         self.profile = profile
         self.spec = spec
         self.sample_size = int(sample_size)
@@ -107,7 +141,13 @@ class WindowedProfileCounter:
         self._open: dict[int, _Open] = {}
         self._n_seen = 0
         self._watermark: int | None = None
-        self._late_dropped = 0
+        self.max_late_windows = int(max_late_windows)
+        self._late: dict[int, int] = {}  # window index -> late events so far (bounded: max_late_windows)
+        self._late_events = 0
+        self._ahead_events = 0
+        # Windows whose counts moved since take_event_counts, with their counts then: a window's
+        # row is written even if its counter was forgotten or the window closed meanwhile.
+        self._changed: dict[int, tuple[int, int]] = {}
 
     # -- results ------------------------------------------------------------------------
 
@@ -117,14 +157,21 @@ class WindowedProfileCounter:
         return self._n_seen
 
     @property
-    def late_dropped(self) -> int:
+    def late_events(self) -> int:
         """Events that arrived after at least one of their windows had closed, and so
-        were not counted in it (for tumbling windows: events not counted at all)."""
-        return self._late_dropped
+        were not counted in its statistics (for tumbling windows: in no window's
+        statistics); each is in its window's ``late_events`` (:meth:`take_event_counts`)."""
+        return self._late_events
+
+    @property
+    def ahead_events(self) -> int:
+        """Events flagged ahead of the watermark (``update(..., ahead=...)``)."""
+        return self._ahead_events
 
     @property
     def watermark(self) -> int | None:
-        """Largest event time seen (time windows), or None before the first event."""
+        """The watermark windows close on (time windows): the one passed in, or the
+        largest event time seen; None before the first."""
         return self._watermark
 
     @property
@@ -135,7 +182,8 @@ class WindowedProfileCounter:
 
     # -- streaming ----------------------------------------------------------------------
 
-    def update(self, columns: dict[str, np.ndarray], event_time_ms: np.ndarray | None = None) -> list[ClosedWindow]:
+    def update(self, columns: dict[str, np.ndarray], event_time_ms: np.ndarray | None = None, *,
+               watermark=_OWN, ahead: np.ndarray | None = None) -> list[ClosedWindow]:
         """Count one batch and return the windows that closed, oldest first.
 
         Parameters
@@ -146,6 +194,13 @@ class WindowedProfileCounter:
         event_time_ms
             Event times in ms; required for time windows, optional for count windows
             (where it only fills ``min_event_time_ms`` / ``max_event_time_ms``).
+        watermark
+            Time windows: the watermark in force while this batch arrived (None: none yet);
+            an event is late if one of its windows ends at or before it minus the allowed
+            lateness. Left out, the counter uses the largest event time seen before each event.
+        ahead
+            Events flagged ahead of the watermark: counted in their windows, and in
+            their windows' ``ahead_events``; they never move the counter's own watermark.
         """
         missing = [f for f in self._names if f not in columns]
         if missing:
@@ -159,17 +214,29 @@ class WindowedProfileCounter:
             raise ValueError("event_time_ms must have one entry per row")
         if self.spec.by == "time" and t is None:
             raise ValueError("time windows need event_time_ms")
+        if ahead is not None:
+            ahead = np.asarray(ahead, dtype=bool)
+            if ahead.shape != (n,):
+                raise ValueError("ahead must have one entry per row")
+            if not ahead.any():
+                ahead = None
+        own = watermark is _OWN
+        if not own and watermark is not None:
+            self._watermark = int(watermark) if self._watermark is None else max(self._watermark, int(watermark))
         if n == 0:
-            return []
+            return [] if own else self._close_ready()
 
         spec = self.spec
         hop, size = spec.hop, int(spec.size)
         if spec.by == "time":
             coord = t
-            prev = np.empty(n, dtype=np.int64)
-            prev[0] = _NO_TIME if self._watermark is None else self._watermark
-            prev[1:] = t[:-1]
-            before = np.maximum.accumulate(prev)  # watermark seen by each event on arrival
+            if own:
+                prev = np.empty(n, dtype=np.int64)
+                prev[0] = _NO_TIME if self._watermark is None else self._watermark
+                prev[1:] = t[:-1] if ahead is None else np.where(ahead[:-1], _NO_TIME, t[:-1])
+                before = np.maximum.accumulate(prev)  # watermark seen by each event on arrival
+            else:
+                before = _NO_TIME if self._watermark is None else self._watermark
             deadline = before - spec.allowed_lateness  # a window ending at or before this is closed
         else:
             coord = np.arange(self._n_seen, self._n_seen + n, dtype=np.int64)
@@ -177,23 +244,29 @@ class WindowedProfileCounter:
         # Assign every event to its windows (one vector pass per overlap, not per event).
         k_last = coord // hop
         late = np.zeros(n, dtype=bool)
-        ev_parts, k_parts = [], []
+        ev_parts, k_parts, k_late = [], [], []
         for j in range(-(-size // hop)):
             k = k_last - j
             end = k * hop + size
             ok = end > coord
             if spec.by == "time":
                 closed = ok & (end <= deadline)
-                late |= closed
-                ok &= ~closed
+                if closed.any():
+                    late |= closed
+                    k_late.append(k[closed])
+                    ok &= ~closed
             idx = np.flatnonzero(ok)
             ev_parts.append(idx)
             k_parts.append(k[idx])
-        self._late_dropped += int(late.sum())
+        self._late_events += int(late.sum())
+        if k_late:
+            self._count_late(np.concatenate(k_late))
         self._n_seen += n
-        if spec.by == "time":
-            tmax = int(t.max())
-            self._watermark = tmax if self._watermark is None else max(self._watermark, tmax)
+        if spec.by == "time" and own:
+            on_time = t if ahead is None else t[~ahead]
+            if on_time.size:
+                tmax = int(on_time.max())
+                self._watermark = tmax if self._watermark is None else max(self._watermark, tmax)
 
         keys = self._rng.random(n) if (self.sample_size and self._numeric) else None
         ev = np.concatenate(ev_parts)
@@ -201,7 +274,42 @@ class WindowedProfileCounter:
             # tumbling windows with nobody late: every event, in order, once
             everyone = hop == size and ev.size == n
             self._accumulate(columns, t, keys, ev, np.concatenate(k_parts), everyone)
+        if ahead is not None:
+            self._ahead_events += int(ahead.sum())
+            self._count_ahead(np.concatenate([kp[ahead[ep]] for ep, kp in zip(ev_parts, k_parts)]))
         return self._close_ready()
+
+    def advance(self, watermark: int | None) -> list[ClosedWindow]:
+        """Move the watermark (never back) and return the windows it closed, oldest first."""
+        if watermark is None or self.spec.by != "time":
+            return []
+        self._watermark = int(watermark) if self._watermark is None else max(self._watermark, int(watermark))
+        return self._close_ready()
+
+    def take_event_counts(self) -> list[EventCounts]:
+        """The windows whose late or ahead count moved since the last call, with their
+        cumulative counts (a row to write, or rewrite), oldest first. Call it after every
+        batch: it holds one entry per window touched since the last call."""
+        hop, size = self.spec.hop, int(self.spec.size)
+        out = [EventCounts(k * hop, k * hop + size, late, ahead) for k, (late, ahead) in sorted(self._changed.items())]
+        self._changed.clear()
+        return out
+
+    def _count_late(self, windows: np.ndarray) -> None:
+        ks, counts = np.unique(windows, return_counts=True)
+        for k, c in zip(ks.tolist(), counts.tolist()):
+            self._late[k] = self._late.get(k, 0) + c
+            st = self._open.get(k)
+            self._changed[k] = (self._late[k], 0 if st is None else st.ahead)
+        if len(self._late) > self.max_late_windows:  # forget the oldest windows' counters
+            for k in sorted(self._late)[:len(self._late) - self.max_late_windows]:
+                del self._late[k]
+
+    def _count_ahead(self, windows: np.ndarray) -> None:
+        ks, counts = np.unique(windows, return_counts=True)
+        for k, c in zip(ks.tolist(), counts.tolist()):
+            self._open[k].ahead += c
+            self._changed[k] = (self._late.get(k, 0), self._open[k].ahead)
 
     def flush(self) -> list[ClosedWindow]:
         """Close and return every open window (end of stream, or shutdown without a
@@ -276,6 +384,8 @@ class WindowedProfileCounter:
     def _close_ready(self) -> list[ClosedWindow]:
         hop, size = self.spec.hop, int(self.spec.size)
         if self.spec.by == "time":
+            if self._watermark is None:
+                return []
             limit = self._watermark - self.spec.allowed_lateness
         else:
             limit = self._n_seen
@@ -304,17 +414,20 @@ class WindowedProfileCounter:
     def snapshot(self) -> dict:
         """JSON-able state: open windows, counters, watermark and sampler state."""
         return {
-            "format": 1,
+            "format": 2,
             "spec": self.spec.to_dict(),
             "layout": self._layout(),
             "sample_size": self.sample_size,
             "n_seen": self._n_seen,
             "watermark": self._watermark,
-            "late_dropped": self._late_dropped,
+            "late_events": self._late_events,
+            "ahead_events": self._ahead_events,
+            "late": [[k, c] for k, c in sorted(self._late.items())],
+            "changed": [[k, late, ahead] for k, (late, ahead) in sorted(self._changed.items())],
             "rng": self._rng.bit_generator.state,
             "open": [
                 {
-                    "k": k, "n": st.n, "tmin": st.tmin, "tmax": st.tmax,
+                    "k": k, "n": st.n, "tmin": st.tmin, "tmax": st.tmax, "ahead": st.ahead,
                     "counts": {f: c.tolist() for f, c in st.counts.items()},
                     "keys": st.keys.tolist(),
                     "samples": {f: _nan_to_none(s) for f, s in st.samples.items()},
@@ -326,7 +439,7 @@ class WindowedProfileCounter:
     def restore(self, snapshot: dict) -> None:
         """Resume from :meth:`snapshot`; the spec, the profile's bins and the sample
         size must be the ones the snapshot was taken with."""
-        if snapshot.get("format") != 1:
+        if snapshot.get("format") not in (1, 2):
             raise ValueError(f"unknown snapshot format {snapshot.get('format')!r}")
         if WindowSpec.from_dict(snapshot["spec"]) != self.spec:
             raise ValueError("snapshot was taken with another window spec")
@@ -336,7 +449,11 @@ class WindowedProfileCounter:
             raise ValueError("snapshot was taken with another sample_size")
         self._n_seen = int(snapshot["n_seen"])
         self._watermark = snapshot["watermark"]
-        self._late_dropped = int(snapshot["late_dropped"])
+        # Format 1 (before per-window late counters) had only the total, as late_dropped.
+        self._late_events = int(snapshot.get("late_events", snapshot.get("late_dropped", 0)))
+        self._ahead_events = int(snapshot.get("ahead_events", 0))
+        self._late = {int(k): int(c) for k, c in snapshot.get("late", [])}
+        self._changed = {int(k): (int(late), int(ahead)) for k, late, ahead in snapshot.get("changed", [])}
         self._rng.bit_generator.state = snapshot["rng"]
         self._open = {}
         for w in snapshot["open"]:
@@ -346,5 +463,5 @@ class WindowedProfileCounter:
                 keys=np.asarray(w["keys"], dtype=np.float64),
                 samples={f: np.asarray([math.nan if v is None else v for v in s], dtype=np.float64)
                          for f, s in w["samples"].items()},
-                tmin=w["tmin"], tmax=w["tmax"],
+                tmin=w["tmin"], tmax=w["tmax"], ahead=int(w.get("ahead", 0)),
             )

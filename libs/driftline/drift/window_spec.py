@@ -20,13 +20,14 @@ class WindowSpec:
     a stream start before its first event and hold fewer events
     (``AlertPolicy(min_events=...)`` ignores such small windows).
 
-    ``allowed_lateness`` (ms, time windows only): the watermark is the largest event
-    time seen so far; window ``[s, e)`` closes (is emitted, and accepts nothing more)
-    once ``watermark >= e + allowed_lateness``. An out-of-order event still counts in
-    every window of it that is open; for a window already closed it is dropped and
-    counted in :attr:`WindowedProfileCounter.late_dropped`. The watermark only moves
-    forward, so one event stamped far in the future makes everything after it late:
-    reject clock-skewed events before they get here.
+    ``allowed_lateness`` (ms, time windows only): window ``[s, e)`` closes (is emitted,
+    and accepts nothing more) once ``watermark >= e + allowed_lateness``. The watermark
+    is the largest event time seen (one ordered stream) or, in the drift-detector, the
+    minimum over the partitions it reads (:class:`~driftline.drift.watermark.PartitionWatermarks`,
+    where an event far ahead cannot move it). An out-of-order event still counts in
+    every window of it that is open; for a window already closed it is counted in that
+    window's ``late_events`` (:meth:`WindowedProfileCounter.take_event_counts`), never
+    dropped silently.
 
     Examples
     --------

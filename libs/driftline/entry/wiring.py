@@ -61,14 +61,17 @@ def drift_detector(ctx: Context) -> DriftDetectorService:
 
     s = ctx.settings
     spec = WindowSpec(kind=s.drift_window_kind, by=s.drift_window_by, size=s.drift_window_size,
-                      step=s.drift_window_step, allowed_lateness=s.drift_allowed_lateness_ms)
+                      step=s.drift_window_step,
+                      # the default lateness (60 s) is about event time: count windows have none
+                      allowed_lateness=s.drift_allowed_lateness_ms if s.drift_window_by == "time" else 0)
     policy = AlertPolicy(psi_threshold=s.drift_psi_threshold, consecutive_windows=s.drift_consecutive_windows,
                          reset_below=s.drift_reset_below, cooldown_ms=s.drift_cooldown_ms,
                          min_events=s.drift_min_events, rearm_after_ms=s.drift_rearm_after_ms)
     detector = DriftDetector(profile_from_registry(ctx.registry), spec, policy,
                              concept_method=s.concept_detectors, concept_params=s.concept_params,
                              dedupe_predictions=s.drift_dedupe_predictions, dedupe_labeled=s.drift_dedupe_labeled,
-                             retire_after_ms=s.drift_retire_after_ms,
+                             retire_after_ms=s.drift_retire_after_ms, max_skew_ms=s.drift_max_skew_ms,
+                             idle_timeout_ms=s.drift_idle_timeout_ms,
                              thresholds=ThresholdRule(s.drift_threshold_mode, psi_threshold=s.drift_psi_threshold,
                                                       reset_below=s.drift_reset_below,
                                                       false_alarm_rate=s.drift_false_alarm_rate))
@@ -106,6 +109,9 @@ def make_runner(name: str, ctx: Context) -> Runner:
 
         state = StateStore(ctx.store)
     s = ctx.settings
-    return Runner(service, ctx.bus, ctx.codec, ctx.store, batch_size=s.batch_size,
-                  poll_timeout_s=s.poll_timeout_s, state=state, stop=ctx.stop,
-                  backoff=Backoff(s.retry_backoff_initial_s, s.retry_backoff_max_s))
+    runner = Runner(service, ctx.bus, ctx.codec, ctx.store, batch_size=s.batch_size,
+                    poll_timeout_s=s.poll_timeout_s, state=state, stop=ctx.stop,
+                    backoff=Backoff(s.retry_backoff_initial_s, s.retry_backoff_max_s))
+    if hasattr(service, "read_assignment_from"):  # the drift-detector's watermark covers every partition it reads
+        service.read_assignment_from(runner.consumer.assigned)
+    return runner

@@ -114,7 +114,7 @@ def test_windows_match_naive_reference(spec, seed):
     closed += counter.flush()
     expected, late = naive_windows(profile, spec, cols, t)
     assert as_tuples(closed) == expected
-    assert counter.late_dropped == late
+    assert counter.late_events == late
     assert counter.n_seen == len(t)
     if spec.by == "time" and spec.allowed_lateness < 2_500:
         assert late > 0  # the stream's disorder really produces late events
@@ -158,10 +158,10 @@ def test_time_windows_and_late_events():
     assert batch([950]) == []                       # out of order, within lateness: counted
     out = batch([1_250, 10])                        # 1250 closes [0, 1000); then 10 is late
     assert [(w.start, w.end, w.n) for w in out] == [(0, 1_000, 3)]
-    assert counter.late_dropped == 1
+    assert counter.late_events == 1
     out = batch([999, 5_000])                       # late again, and closes [1000, 2000)
     assert [(w.start, w.end, w.n) for w in out] == [(1_000, 2_000, 2)]
-    assert counter.late_dropped == 2 and counter.n_seen == 8 and counter.watermark == 5_000
+    assert counter.late_events == 2 and counter.n_seen == 8 and counter.watermark == 5_000
 
 
 def test_hopping_time_partial_lateness():
@@ -171,7 +171,7 @@ def test_hopping_time_partial_lateness():
     out = counter.update(cols, np.array([100, 1_000, 700]))
     # the event at 700 is too late for [0, 1000) but still counts in [500, 1500)
     assert [(w.start, w.end, w.n) for w in out] == [(-500, 500, 1), (0, 1_000, 1)]
-    assert counter.late_dropped == 1
+    assert counter.late_events == 1
     assert [(w.start, w.end, w.n) for w in counter.flush()] == [(500, 1_500, 2), (1_000, 2_000, 1)]
 
 
@@ -192,7 +192,7 @@ def test_snapshot_restore_mid_window_loses_nothing(spec):
         second.restore(snap)
         got += run(second, cols, t, [split, (split + 3_000) // 2, 3_000]) + second.flush()
         assert as_tuples(got) == as_tuples(ref)
-        assert second.late_dropped == whole.late_dropped and second.n_seen == whole.n_seen
+        assert second.late_events == whole.late_events and second.n_seen == whole.n_seen
         for a, b in zip(got, ref):  # the samples do not depend on batching or restarts
             for f in a.samples:
                 assert np.array_equal(a.samples[f], b.samples[f], equal_nan=True)
