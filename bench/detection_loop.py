@@ -67,6 +67,7 @@ class Request:
     at_event: int  # live-event index of the batch end at which the detector emitted it
     reason: str  # "concept_drift" or "data_drift"
     window_start_ms: int
+    request_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -159,14 +160,19 @@ def error_detector(method: str, settings: Settings) -> ConceptDriftDetector:
 
 
 def observe(detector: DriftDetector, predictions: list[dict], labeled: list[dict], now_ms: int
-            ) -> tuple[list[tuple[str, int]], int]:
-    """Feed one batch; return the retrain requests it produced as (reason, window_start ms)
-    and the number of concept detections."""
+            ) -> tuple[list[tuple[str, int, str]], int]:
+    """Feed one batch; return the retrain requests it produced as (reason, window_start ms,
+    request id) and the number of concept detections."""
     requests, detections = [], 0
     for out in (detector.observe_predictions(predictions, now_ms), detector.observe_labeled(labeled, now_ms)):
-        requests.extend((d.reason, d.window_start) for d in out.requests)
+        requests.extend((d.reason, d.window_start, d.request_id) for d in out.requests)
         detections += sum(s["kind"] == "concept" for s in out.signals)
     return requests, detections
+
+
+def answer(detector: DriftDetector, request: Request, outcome: str, at_ms: int) -> None:
+    """Tell the policy what became of a request, as the registry's model events tell the service."""
+    detector.policy.observe_outcome(MODEL, request.request_id, outcome, at_ms)
 
 
 # -- records ------------------------------------------------------------------------------------
@@ -245,8 +251,8 @@ def run_loop(stream: Stream, method: str, config: LoopConfig = LoopConfig(), cha
                    for j in range(max(start - delay, 0), max(stop - delay, 0))]
         found, fired = observe(detector, predictions, labeled, int(times[last]))
         detections.extend([last] * fired)
-        for reason, window_start in found:
-            request = Request(last, reason, int(window_start))
+        for reason, window_start, request_id in found:
+            request = Request(last, reason, int(window_start), request_id)
             requests.append(request)
             pending.append(request)
         # The retrainer: the oldest request first, once its data is there.
@@ -259,6 +265,7 @@ def run_loop(stream: Stream, method: str, config: LoopConfig = LoopConfig(), cha
                 if times[last] - times[request.at_event] >= s.retrain_wait_ms:
                     pending.pop(0)
                     retrains.append(RetrainOutcome(last, request, False, max(rows, 0), "given up: too few labels"))
+                    answer(detector, request, "skipped", int(times[last]))
                     continue
                 break
             pending.pop(0)
@@ -266,6 +273,8 @@ def run_loop(stream: Stream, method: str, config: LoopConfig = LoopConfig(), cha
             outcome, challenger = _retrain(retrainer, stream, version, estimator, champion, lo, labelled_until + 1,
                                            times, last, request)
             retrains.append(outcome)
+            answer(detector, request, "promoted" if outcome.promoted else
+                   "failed" if outcome.reason.startswith("failed") else "rejected", int(times[last]))
             if outcome.promoted and last + 1 < n:
                 version, estimator, champion = version + 1, challenger.estimator, challenger
                 profiles[(MODEL, version)] = ReferenceProfile.from_dict(challenger.profile)
