@@ -7,6 +7,8 @@ in the session, so each assertion compares the change across this run.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -244,3 +246,26 @@ def test_serve_on_a_busy_metrics_port_says_so_without_a_traceback(tmp_path):
     assert f"cannot serve metrics on 127.0.0.1:{port}" in out.stderr
     assert "DRIFTLINE_METRICS_PORT" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_slow_lag_query_is_asked_less_often_so_it_never_holds_the_poll_loop():
+    """Asking a broker for 24 partitions' watermarks took 12 s: asked every batch, it was the
+    whole of the drift-detector's time. The next ask waits ten times as long as the last took."""
+    from driftline.telemetry import RunnerMetrics
+
+    class SlowConsumer:
+        calls = 0
+
+        def lag(self):
+            SlowConsumer.calls += 1
+            time.sleep(0.05)
+            return {("predictions", 0): 3}
+
+    metrics = RunnerMetrics("lag-test-service", lag_every_s=0.0)
+    consumer = SlowConsumer()
+    metrics.lag(consumer)
+    for _ in range(20):  # well inside ten times the 0.05 s the first ask took
+        metrics.lag(consumer)
+    assert SlowConsumer.calls == 1
+    metrics.lag(consumer, force=True)
+    assert SlowConsumer.calls == 2
