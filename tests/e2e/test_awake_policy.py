@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from driftline.bus import Message
 from driftline.config import Settings
 from driftline.entry.embedded import Embedded
 from driftline.models import monitored_score
@@ -150,7 +151,9 @@ def _records(features: pd.DataFrame, score, predicted, labels, error, first: int
                       "model": MODEL, "model_version": version, "role": "champion", "score": p, "scores": {},
                       "predicted_label": guess, "numeric_features": numbers, "categorical_features": {"site": site},
                       "event_time": t, "prediction_time": t}
-        out.append(Incoming(PREDICTIONS, prediction, None))
+        # One partition, as the embedded bus of this test has: the watermark and the concept
+        # detections' positions come from the messages.
+        out.append(Incoming(PREDICTIONS, prediction, Message(PREDICTIONS, 0, index, None, b"", t)))
         out.append(Incoming(LABELED, {**prediction, "label": label, "value": None, "error": e,
-                                      "label_time": t + 60_000}, None))
+                                      "label_time": t + 60_000}, Message(LABELED, 0, index, None, b"", t + 60_000)))
     return out
