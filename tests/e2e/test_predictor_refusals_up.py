@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from driftline.contract import FeatureContract
 from driftline.models import DEFAULT_RECIPE
 from driftline.registry.client import RegistryClient
+from driftline.testing.home_store import home_count
 from driftline.training import train
 
 from test_up import free_port, wait_for
@@ -96,22 +97,10 @@ def up_env(tmp_path, monkeypatch):
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
     env.update({"DRIFTLINE_HOME": str(home), "DRIFTLINE_REGISTRY_TOKEN": TOKEN, "DRIFTLINE_PARTITIONS": "1",
                 "DRIFTLINE_RETRAIN_MIN_ROWS": "1000000"})  # no retraining: only the models registered here
-    monkeypatch.setenv("DRIFTLINE_HOME", str(home))  # store_count finds the running up's store endpoint
+    monkeypatch.setenv("DRIFTLINE_HOME", str(home))  # home_count finds the running up's store endpoint
     for variable in [k for k in os.environ if k.startswith("DRIFTLINE_") and k != "DRIFTLINE_HOME"]:
         monkeypatch.delenv(variable)
     return env
-
-
-def count(query: str) -> int:
-    """A count through the running up's store endpoint, or its chDB store when it is stopped."""
-    from driftline.config import Settings
-    from driftline.store import Store
-
-    store = Store(Settings().resolved_store_dsn)
-    try:
-        return int(store.scalar(query))
-    finally:
-        store.close()
 
 
 PREDICTIONS = f"SELECT count() FROM predictions FINAL WHERE model = '{MODEL}' AND role = 'champion'"
@@ -119,7 +108,7 @@ DEAD = "SELECT count() FROM dead_letters FINAL WHERE service = 'predictor'"
 
 
 def predictions_by(version: int) -> int:
-    return count(PREDICTIONS + f" AND model_version = {version}")
+    return home_count(PREDICTIONS + f" AND model_version = {version}")
 
 
 def register(client: RegistryClient, seed: int) -> int:
@@ -152,9 +141,9 @@ def test_refused_champions_are_reported_and_never_stop_the_predictor(up_env, tmp
     client.set_alias(MODEL, "champion", v1, actor="test", reason="first")
     tamper(home, client, v1)
     up.post_events(events(0, 100))
-    wait_for(lambda: count(DEAD) == 100, 120, "100 dead letters")
-    assert count(PREDICTIONS) == 0 and up.healthy()
-    reasons = count(f"SELECT count() FROM dead_letters FINAL WHERE service = 'predictor' "
+    wait_for(lambda: home_count(DEAD) == 100, 120, "100 dead letters")
+    assert home_count(PREDICTIONS) == 0 and up.healthy()
+    reasons = home_count(f"SELECT count() FROM dead_letters FINAL WHERE service = 'predictor' "
                     f"AND position(error, 'champion v{v1} refused: TamperedArtifact') > 0 "
                     f"AND position(error, 'sha256') > 0")
     assert reasons == 100
@@ -174,7 +163,7 @@ def test_refused_champions_are_reported_and_never_stop_the_predictor(up_env, tmp
     client.set_alias(MODEL, "champion", v3, actor="test", reason="bad promotion")
     up.post_events(events(200, 100))
     wait_for(lambda: predictions_by(v2) == 200, 120, "the good champion to score the next 100")
-    assert count(PREDICTIONS) == 200 and count(DEAD) == 100
+    assert home_count(PREDICTIONS) == 200 and home_count(DEAD) == 100
     assert [r["version"] for r in wait_for(lambda: len(refusals(client)) == 2 and refusals(client), 30,
                                            "the second audit row")] == [v1, v3]
     assert up.metric("driftline_model_load_failures_total", **failures) == 2
@@ -184,8 +173,8 @@ def test_refused_champions_are_reported_and_never_stop_the_predictor(up_env, tmp
     up.start()
     up.post_events(events(300, 100))
     wait_for(lambda: predictions_by(v2) == 300, 120, "the good champion to score after the restart")
-    assert count(PREDICTIONS) == 300
-    assert count(DEAD) == 100, query("SELECT topic, offset, error FROM dead_letters FINAL WHERE service = 'predictor' "
+    assert home_count(PREDICTIONS) == 300
+    assert home_count(DEAD) == 100, query("SELECT topic, offset, error FROM dead_letters FINAL WHERE service = 'predictor' "
                                      "ORDER BY received_at DESC LIMIT 10")
     up.stop()
 
@@ -199,15 +188,15 @@ def test_poison_features_are_dead_lettered_alone_and_a_restart_changes_nothing(u
 
     # 1e308 is a finite JSON number: ingest accepts it, and float32 models would see infinity.
     up.post_events(events(0, 999, poison={500: 1e308}))
-    wait_for(lambda: count(PREDICTIONS) == 998 and count(DEAD) == 1, 120, "998 predictions and 1 dead letter")
+    wait_for(lambda: home_count(PREDICTIONS) == 998 and home_count(DEAD) == 1, 120, "998 predictions and 1 dead letter")
     up.stop()
 
     # inf cannot be sent as JSON: it is written straight onto the features topic (bypassing ingest),
     # framed like the features already there, while up is stopped.
     write_straight_to_features(home, events(999, 1, poison={999: float("inf")})[0])
     up.start()
-    wait_for(lambda: count(DEAD) == 2, 120, "the second dead letter")
-    assert count(PREDICTIONS) == 998
+    wait_for(lambda: home_count(DEAD) == 2, 120, "the second dead letter")
+    assert home_count(PREDICTIONS) == 998
     errors = sorted(r[0] for r in query(f"SELECT error FROM dead_letters FINAL WHERE service = 'predictor'"))
     assert errors == ["feature 'rpm' is 1e+308: beyond float32's range (3.4e+38), which models compute in",
                       "feature 'rpm' is inf: not a finite number"]
@@ -216,8 +205,8 @@ def test_poison_features_are_dead_lettered_alone_and_a_restart_changes_nothing(u
     up.stop()
     up.start()  # a restart reads nothing twice and changes no count
     up.post_events(events(1000, 1))
-    wait_for(lambda: count(PREDICTIONS) == 999, 120, "the next event scored")
-    assert count(DEAD) == 2
+    wait_for(lambda: home_count(PREDICTIONS) == 999, 120, "the next event scored")
+    assert home_count(DEAD) == 2
     up.stop()
 
 

@@ -31,8 +31,9 @@ from driftline.topics import ALL_TOPICS, LABELED
 from driftline.training import train
 
 from driftline.testing.basket_orders import CONTRACT, MODEL, events, labels, orders
+from driftline.testing.home_store import home_count
 
-from test_up import BIN, Up, free_port, store_count, wait_for
+from test_up import BIN, Up, free_port, wait_for
 
 TOKEN = "registry-secret"
 JOINED = f"SELECT count() FROM labels FINAL WHERE model = '{MODEL}' AND status = 'joined'"
@@ -76,7 +77,7 @@ def test_resent_conflicting_unknown_and_overflowing_labels_through_up(up_env, tm
         register_model(up.url)
         assert httpx.post(up.url + "/v1/events", json=events(0, 300), timeout=60).status_code == 200
         assert httpx.post(up.url + "/v1/labels", json=labels(0, 100), timeout=60).status_code == 200
-        wait_for(lambda: store_count(JOINED) == 100, 120, "100 labels joined")
+        wait_for(lambda: home_count(JOINED) == 100, 120, "100 labels joined")
 
         # A client retry of 20 labels: accepted by ingest, absorbed by the joiner.
         assert httpx.post(up.url + "/v1/labels", json=labels(0, 20), timeout=60).status_code == 200
@@ -86,7 +87,7 @@ def test_resent_conflicting_unknown_and_overflowing_labels_through_up(up_env, tm
         flipped = {**labels(3, 1)[0]}
         flipped["label"] = "kept" if flipped["label"] == "returned" else "returned"
         assert httpx.post(up.url + "/v1/labels", json=flipped, timeout=60).status_code == 200
-        wait_for(lambda: store_count(dead("duplicate label")) == 1, 120, "the conflicting label dead-lettered")
+        wait_for(lambda: home_count(dead("duplicate label")) == 1, 120, "the conflicting label dead-lettered")
 
         # Labels for a model the registry has never heard of: refused one by one.
         unknown = httpx.post(up.url + "/v1/labels", timeout=60, json=[
@@ -98,10 +99,10 @@ def test_resent_conflicting_unknown_and_overflowing_labels_through_up(up_env, tm
 
         # Early labels (their events not sent yet) beyond the pending cap of 5.
         assert httpx.post(up.url + "/v1/labels", json=labels(1500, 8), timeout=60).status_code == 200
-        wait_for(lambda: store_count(dead("pending labels full")) == 3, 120, "3 labels over the pending cap")
-        assert store_count(PENDING) == 5 and store_count(JOINED) == 100
+        wait_for(lambda: home_count(dead("pending labels full")) == 3, 120, "3 labels over the pending cap")
+        assert home_count(PENDING) == 5 and home_count(JOINED) == 100
         coverage = f"SELECT max(value) FROM drift_metrics FINAL WHERE model = '{MODEL}' AND statistic = 'coverage'"
-        wait_for(lambda: store_count(f"SELECT count() FROM ({coverage}) WHERE `max(value)` > 0") == 1, 120,
+        wait_for(lambda: home_count(f"SELECT count() FROM ({coverage}) WHERE `max(value)` > 0") == 1, 120,
                  "coverage written")
     finally:
         assert up.stop(signal.SIGINT) == 0

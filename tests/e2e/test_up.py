@@ -27,6 +27,7 @@ import pytest
 
 from driftline.contract import FeatureContract
 from driftline.models import DEFAULT_RECIPE
+from driftline.testing.home_store import home_count
 from driftline.training import train
 
 from test_report import CHROMIUM, CHROMIUM_INSTALL, read_png
@@ -128,18 +129,6 @@ def sql(env: dict, query: str) -> list[dict]:
     return json.loads(done.stdout)
 
 
-def store_count(query: str) -> int:
-    """A count through the running up's store endpoint (Settings finds it in HOME/up.json)."""
-    from driftline.config import Settings
-    from driftline.store import Store
-
-    store = Store(Settings().resolved_store_dsn)
-    try:
-        return int(store.scalar(query))
-    finally:
-        store.close()
-
-
 PREDICTIONS = f"SELECT count() FROM predictions FINAL WHERE model = '{MODEL}' AND role = 'champion'"
 JOINED = f"SELECT count() FROM labels FINAL WHERE model = '{MODEL}' AND status = 'joined'"
 PSI_WINDOWS = (f"SELECT window_start, n FROM drift_metrics FINAL WHERE model = '{MODEL}' AND statistic = 'psi' "
@@ -199,7 +188,7 @@ def test_up_serves_counts_exactly_and_resumes_after_ctrl_c(up_env, tmp_path):
     # Phase 1: 2,500 events, labels for the first 2,000, all processed.
     assert post(up.url, "/v1/events", events(0, 2500)) == 2500
     assert post(up.url, "/v1/labels", labels(0, 2000)) == 2000
-    wait_for(lambda: store_count(PREDICTIONS) == 2500 and store_count(JOINED) == 2000, 120, "phase 1 processed")
+    wait_for(lambda: home_count(PREDICTIONS) == 2500 and home_count(JOINED) == 2000, 120, "phase 1 processed")
     assert sql(up_env, PREDICTIONS) == [{"count()": 2500}]  # another process, while up runs
     out = tmp_path / "report.html"
     done = subprocess.run([str(BIN / "driftline"), "report", "--model", MODEL, "--out", str(out)], env=up_env,
@@ -240,7 +229,7 @@ def test_up_serves_counts_exactly_and_resumes_after_ctrl_c(up_env, tmp_path):
     assert retry.status_code == 200 and len(retry.json()["already_accepted"]) == 500, retry.text[:500]
     assert post(up.url, "/v1/events", events(3500, 2500)) == 2500
     assert post(up.url, "/v1/labels", labels(2000, 4000)) == 4000
-    wait_for(lambda: store_count(PREDICTIONS) == 6000 and store_count(JOINED) == 6000, 180, "phase 3 processed")
+    wait_for(lambda: home_count(PREDICTIONS) == 6000 and home_count(JOINED) == 6000, 180, "phase 3 processed")
     assert sql(up_env, PREDICTIONS) == [{"count()": 6000}]
     assert sql(up_env, JOINED) == [{"count()": 6000}]
     assert sql(up_env, f"SELECT count() AS n, uniqExact(event_id) AS ids FROM predictions WHERE model = '{MODEL}'"
