@@ -1,13 +1,23 @@
 """Avro in the Confluent wire format (magic byte 0, 4-byte schema id, body).
 
-Encoding goes through confluent-kafka's own ``AvroSerializer`` (which registers
-the schema and writes its id), so any Confluent-compatible consumer reads what
-we write. Decoding resolves the writer schema by the id in the bytes through
-the same registry client and reads the body with fastavro, which is what
-``AvroDeserializer`` does too, minus its per-record data-contract bookkeeping
-(about half of the decode time in our profile). The schema registry is a real
-one in distributed mode, and confluent-kafka's in-process ``mock://`` registry
-in embedded mode.
+Encoding registers each topic's schema once (as confluent-kafka's ``AvroSerializer``
+does: topic name strategy, auto-register) and then writes every record with a
+prebuilt 5-byte header and fastavro's ``schemaless_writer`` on the parsed schema,
+which is what ``AvroSerializer`` writes too, minus its per-record subject,
+data-contract and context bookkeeping; so any Confluent-compatible consumer reads
+what we write, byte for byte. Decoding resolves the writer schema by the id in the
+bytes through the same registry client and reads the body with fastavro.
+
+Times stay epoch-millisecond ints inside driftline: both directions use the
+schemas with their ``logicalType`` annotations stripped. A ``timestamp-millis``
+is a ``long`` on the wire either way, so the bytes are the same, and no record
+pays for a datetime it would convert back to milliseconds. Encoding still
+accepts datetimes: a record the stripped writer refuses is written again with
+the annotated schema (fastavro converts datetimes there), and only if that fails
+too is it a :class:`SchemaViolation`.
+
+The schema registry is a real one in distributed mode, and confluent-kafka's
+in-process ``mock://`` registry in embedded mode.
 """
 
 from __future__ import annotations
@@ -15,15 +25,14 @@ from __future__ import annotations
 import io
 import json
 import struct
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
 
-from confluent_kafka.schema_registry import SchemaRegistryClient, topic_subject_name_strategy
-from confluent_kafka.schema_registry.avro import AvroSerializer
-from confluent_kafka.serialization import MessageField, SerializationContext
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
-from fastavro import parse_schema, schemaless_reader
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from driftline.failure import DependencyUnavailable, is_transient
 from driftline.topics import RECORD_OF_TOPIC
@@ -54,6 +63,32 @@ def schema_fields(record_name: str) -> list[str]:
     return [field["name"] for field in json.loads(schema_text(record_name))["fields"]]
 
 
+def without_logical_types(schema: Any) -> Any:
+    """``schema`` (parsed JSON) with every ``logicalType`` annotation removed: each such
+    field reads and writes as its underlying Avro type (a timestamp-millis as a long)."""
+    if isinstance(schema, dict):
+        return {k: without_logical_types(v) for k, v in schema.items() if k != "logicalType"}
+    if isinstance(schema, list):
+        return [without_logical_types(v) for v in schema]
+    return schema
+
+
+@cache
+def registered_schema(record_name: str) -> Schema:
+    """The ``Schema`` registered for ``record_name``: the text as shipped, stripped, as
+    ``AvroSerializer`` registers a schema string (same text, so the registry finds the same id)."""
+    return Schema(schema_text(record_name).strip(), schema_type="AVRO")
+
+
+@dataclass(frozen=True)
+class _TopicWriter:
+    """Everything needed to write one topic's records, resolved once per topic."""
+
+    header: bytes  # magic byte 0 + the schema id, big-endian
+    fast: Any  # the parsed schema without logical types: ints for times
+    annotated: Any  # the parsed schema as written: also takes datetimes (the slow path)
+
+
 def registry_client(url: str | None) -> SchemaRegistryClient:
     """A client for ``url``, or the in-process registry when ``url`` is None."""
     return SchemaRegistryClient.new_client({"url": url or EMBEDDED_REGISTRY_URL})
@@ -80,7 +115,7 @@ class Codec:
 
     def __init__(self, registry: SchemaRegistryClient):
         self.registry = registry
-        self._serializers: dict[str, AvroSerializer] = {}
+        self._topic_writers: dict[str, _TopicWriter] = {}
         self._writer_schemas: dict[int, Any] = {}
         self._subject_ids: dict[str, set[int]] = {}  # subject -> schema ids of its versions (as last read)
         self._belongs: dict[tuple[str, int], bool] = {}  # (topic, schema id) -> a version of the topic's subject?
@@ -93,31 +128,51 @@ class Codec:
         topic's schema up front, in the order of ``RECORD_OF_TOPIC``, gives each the same id in
         every process, so a restarted ``driftline up`` reads the ids its previous run wrote."""
         for topic in RECORD_OF_TOPIC:
-            # The very Schema the serializer registers on first use (it then finds this one).
-            self.registry.register_schema(subject_of(topic), self._serializer(topic)._schema)
+            self._topic_writer(topic)
 
-    def _serializer(self, topic: str) -> AvroSerializer:
-        serializer = self._serializers.get(topic)
-        if serializer is None:
-            # The topic strategy is set explicitly: the newer default asks the registry for
-            # subject "associations", an endpoint only Confluent's own registry has.
-            serializer = AvroSerializer(
-                self.registry,
-                schema_text(RECORD_OF_TOPIC[topic]),
-                conf={"auto.register.schemas": True, "subject.name.strategy": topic_subject_name_strategy},
-            )
-            self._serializers[topic] = serializer
-        return serializer
+    def _topic_writer(self, topic: str) -> _TopicWriter:
+        """The topic's schema id (registered on first use, as ``AvroSerializer`` with
+        ``auto.register.schemas`` and the topic name strategy) and parsed schemas."""
+        writer = self._topic_writers.get(topic)
+        if writer is None:
+            record_name = RECORD_OF_TOPIC[topic]
+            schema = registered_schema(record_name)
+            try:
+                schema_id = self.registry.register_schema(subject_of(topic), schema)
+            except Exception as exc:
+                if is_transient(exc):  # the registry could not be asked: the record is not at fault
+                    raise DependencyUnavailable(f"schema registry, encoding for {topic!r}: {exc}") from exc
+                raise
+            parsed = json.loads(schema.schema_str)
+            writer = _TopicWriter(header=struct.pack(">bI", 0, schema_id),
+                                  fast=parse_schema(without_logical_types(parsed)), annotated=parse_schema(parsed))
+            self._topic_writers[topic] = writer
+        return writer
 
     def encode(self, topic: str, record: dict[str, Any]) -> bytes:
+        """``record`` in the Confluent wire format of ``topic``'s schema.
+
+        Raises
+        ------
+        SchemaViolation
+            The record does not fit the schema; the message names the field.
+        DependencyUnavailable
+            The schema registry could not be reached to register the topic's schema.
+        """
+        writer = self._topic_writers.get(topic) or self._topic_writer(topic)
+        out = io.BytesIO()
+        out.write(writer.header)
         try:
-            return self._serializer(topic)(record, SerializationContext(topic, MessageField.VALUE))
-        except Exception as exc:
-            if is_transient(exc):  # the registry could not be asked: the record is not at fault
-                raise DependencyUnavailable(f"schema registry, encoding for {topic!r}: {exc}") from exc
-            if isinstance(exc, (TypeError, ValueError, KeyError, AttributeError)):
+            schemaless_writer(out, writer.fast, record)
+        except Exception:
+            # Datetimes for times (or a bad record): the annotated schema converts the former.
+            out = io.BytesIO()
+            out.write(writer.header)
+            try:
+                schemaless_writer(out, writer.annotated, record)
+            except (TypeError, ValueError, KeyError, AttributeError) as exc:
                 raise SchemaViolation(f"{RECORD_OF_TOPIC[topic]} on topic {topic!r}: {exc}") from exc
-            raise
+        return out.getvalue()
 
     def decode(self, topic: str, data: bytes | None) -> dict[str, Any]:
         """The record in ``data``, written with a version of ``topic``'s subject.
@@ -168,7 +223,7 @@ class Codec:
         if writer is None:
             try:
                 schema = self._ask_registry(f"schema id {schema_id}", lambda: self.registry.get_schema(schema_id))
-                writer = parse_schema(json.loads(schema.schema_str))
+                writer = parse_schema(without_logical_types(json.loads(schema.schema_str)))
             except DependencyUnavailable:
                 raise
             except Exception as exc:  # an id the registry does not know, a schema we cannot parse
