@@ -22,7 +22,7 @@ from driftline.bus import Bus, Consumer, Message, Offsets, next_offsets
 from driftline.bus.single_owner import SingleOwnerConsumer
 from driftline.codec import Codec, UndecodableRecord
 from driftline.deadletter import dead_letter, dead_letter_row
-from driftline.failure import Backoff, CommitRefused, Outage, Stopped, retry_transient
+from driftline.failure import Backoff, CommitRefused, Outage, Stopped, is_transient, retry_transient
 from driftline.store import Store
 from driftline.telemetry import OTHER, SERVICE_HEALTHY, UNDECODABLE, RunnerMetrics
 from driftline.timeutil import now_ms
@@ -385,8 +385,9 @@ class Runner:
         return offsets
 
     def _publish(self, records: list[tuple[str, str | None, dict[str, Any]]]) -> None:
+        encode, produce = self.codec.encode, self.producer.produce  # bound once per batch, not per record
         for topic, key, record in records:
-            self.producer.produce(topic, self.codec.encode(topic, record), key=None if key is None else key.encode())
+            produce(topic, encode(topic, record), key=None if key is None else key.encode())
         self.producer.flush()
 
     def _go_back(self, messages: list[Message], exc: CommitRefused) -> None:
@@ -409,9 +410,15 @@ class Runner:
 
     def _decode(self, messages: list[Message]) -> tuple[list[Incoming], list[dict[str, Any]]]:
         incoming, dead = [], []
+        decode = self.codec.decode
         for m in messages:
             try:
-                record = self._retry(lambda: self.codec.decode(m.topic, m.value), "the schema registry (decode)")
+                try:  # a plain call per record: the retrying path only once the registry is away
+                    record = decode(m.topic, m.value)
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    record = self._retry(lambda: decode(m.topic, m.value), "the schema registry (decode)")
                 incoming.append(Incoming(m.topic, record, m))
             except UndecodableRecord as exc:
                 log.warning("%s: dead-lettering %s[%d]@%d: %s", self.service.name, m.topic, m.partition, m.offset, exc)

@@ -356,3 +356,32 @@ def test_a_kafka_flush_with_no_broker_is_a_dependency_unavailable() -> None:
     with pytest.raises(DependencyUnavailable, match="not acknowledged") as caught:
         producer.flush(timeout_s=0.5)
     assert is_transient(caught.value)
+
+
+def test_the_registry_down_mid_batch_at_decode_is_waited_for_never_dead_lettered(store, codec) -> None:
+    bus, _ = labels_bus(codec, 300)
+
+    class RegistryAwayAtRecord:
+        """Decodes as ``codec``, but the registry is away for the 3 first tries of record 150."""
+
+        def __init__(self):
+            self.failures = 3
+
+        def decode(self, topic, data):
+            record = codec.decode(topic, data)
+            if record["event_id"] == "reading-150" and self.failures:
+                self.failures -= 1
+                raise DependencyUnavailable("schema registry, schema id 1: connection refused")
+            return record
+
+        def __getattr__(self, name):
+            return getattr(codec, name)
+
+    flaky = RegistryAwayAtRecord()
+    service = CountingService("counter-registry")
+    runner = Runner(service, bus, flaky, store, batch_size=300, backoff=FAST)
+    drain(runner)
+    assert flaky.failures == 0  # it was away, and asked again until it answered
+    assert len(service.counts) == 300 and set(service.counts.values()) == {1}
+    assert dead_letters(store) == [] and runner.dead_lettered == 0
+    assert committed(bus, "counter-registry") == 300 and runner.healthy
