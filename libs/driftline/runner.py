@@ -385,9 +385,15 @@ class Runner:
         return offsets
 
     def _publish(self, records: list[tuple[str, str | None, dict[str, Any]]]) -> None:
-        encode, produce = self.codec.encode, self.producer.produce  # bound once per batch, not per record
-        for topic, key, record in records:
-            produce(topic, encode(topic, record), key=None if key is None else key.encode())
+        encode = self.codec.encode  # bound once per batch, not per record
+        produce_many = getattr(self.producer, "produce_many", None)
+        if produce_many is not None:  # the embedded bus: one lock and one consumer wake-up per batch
+            produce_many([(topic, encode(topic, record), None if key is None else key.encode())
+                          for topic, key, record in records])
+        else:
+            produce = self.producer.produce
+            for topic, key, record in records:
+                produce(topic, encode(topic, record), key=None if key is None else key.encode())
         self.producer.flush()
 
     def _go_back(self, messages: list[Message], exc: CommitRefused) -> None:

@@ -88,3 +88,57 @@ def test_seek_rewinds_a_consumer():
     drain(consumer)
     consumer.seek({("t", 0): 3})
     assert [m.offset for m in drain(consumer)] == [3, 4]
+
+
+def _log_of(bus, topic):
+    """Per partition: (log start, log end, [(offset, key, value)]), what a consumer can observe."""
+    return [(p.start, p.end, [(m.offset, m.key, m.value) for m in p.records]) for p in bus._topics[topic]]
+
+
+@pytest.mark.parametrize("retention_bytes", [0, 40, 1 << 20])
+def test_produce_many_leaves_the_same_log_as_producing_one_by_one(retention_bytes):
+    records = [("t", f"v{i}".encode(), None if i % 3 == 0 else f"k{i % 5}".encode()) for i in range(60)]
+    logs = []
+    for batched in (False, True):
+        bus = MemoryBus(retention_bytes=retention_bytes)
+        bus.create_topics({"t": 3})
+        reader = bus.consumer("g", ["t"])
+        reader.commit({("t", p): 4 for p in range(3)})  # retention may drop only what "g" committed
+        producer = bus.producer()
+        if batched:
+            producer.produce_many(records[:25])
+            producer.produce_many(records[25:])
+        else:
+            for topic, value, key in records:
+                producer.produce(topic, value, key=key)
+        logs.append(_log_of(bus, "t"))
+    assert logs[0] == logs[1]
+    assert sum(len(records) for _, _, records in logs[1]) < 60 or retention_bytes == 1 << 20
+
+
+def test_produce_many_wakes_a_waiting_consumer():
+    import threading
+    import time
+
+    bus = MemoryBus()
+    bus.create_topics({"t": 1})
+    consumer = bus.consumer("g", ["t"])
+    got = []
+    waiting = threading.Thread(target=lambda: got.extend(consumer.poll_batch(10, 600.0)), daemon=True)
+    waiting.start()
+    deadline = time.monotonic() + 60.0
+    while not bus._lock._waiters and time.monotonic() < deadline:  # until the consumer waits on the bus
+        time.sleep(0.001)
+    assert bus._lock._waiters
+    bus.producer().produce_many([("t", b"a", None), ("t", b"b", None)])
+    waiting.join(60.0)  # woken by the produce: far sooner than its 600 s poll timeout
+    assert not waiting.is_alive() and [m.value for m in got] == [b"a", b"b"]
+
+
+def test_produce_many_refused_mid_batch_keeps_the_records_before():
+    bus = MemoryBus(max_lag_bytes=10, retention_bytes=0)
+    bus.create_topics({"t": 1})
+    bus.consumer("slow", ["t"])
+    with pytest.raises(BusFull):
+        bus.producer().produce_many([("t", b"0123456789", None), ("t", b"x", None), ("t", b"y", None)])
+    assert [m.value for m in bus._topics["t"][0].records] == [b"0123456789"]

@@ -30,6 +30,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from zlib import crc32
 
 from driftline.bus.base import Bus, BusFull, Consumer, Message, Offsets, Producer, partition_for
 from driftline.bus.copartition import check_co_partitioned
@@ -233,6 +234,46 @@ class MemoryBus(Bus):
         if partition.retained_bytes > self.retention_bytes:
             self._truncate(topic, index)
 
+    def _append_many(self, records: list[tuple[str, bytes | None, bytes]], producer: MemoryProducer) -> None:
+        """Append ``(topic, key, value)`` records in order, keyless ones round robin over the
+        producer's counter; a :class:`BusFull` is raised with the records before it on the log,
+        as if produced one by one (``_append`` is the one-record path of ``produce``).
+
+        Retention is applied once per touched partition at the end, not after every record: the
+        committed offsets cannot move while the lock is held, so dropping the oldest records down
+        to ``retention_bytes`` once drops exactly what a drop after every append would have."""
+        limit = self.retention_bytes + self.max_lag_bytes
+        timestamp = int(time.time() * 1000)  # one clock read per call: records of a batch share it
+        touched: set[tuple[str, int]] = set()
+        files = self._files
+        try:
+            for topic, key, value in records:
+                partitions = self._partitions(topic)
+                count = len(partitions)
+                producer._round_robin += 1
+                # partition_for, inlined: CRC32 of the key, or the producer's round robin
+                index = (producer._round_robin % count) if key is None else (crc32(key) % count)
+                partition = partitions[index]
+                if partition.retained_bytes >= limit:
+                    self._truncate(topic, index)  # groups may have committed since the last append
+                    if partition.retained_bytes >= limit:
+                        raise BusFull(f"topic {topic!r} partition {index}: consumers lag by about "
+                                      f"{partition.retained_bytes - self.retention_bytes} bytes")
+                value = bytes(value)
+                message = Message(topic, index, partition.end, key, value, timestamp)
+                partition.records.append(message)
+                partition.end += 1
+                partition.retained_bytes += len(value)
+                if files:
+                    file = files.get((topic, index))
+                    if file is not None:
+                        _write_record(file, message)
+                touched.add((topic, index))
+        finally:
+            for topic, index in touched:
+                if self._topics[topic][index].retained_bytes > self.retention_bytes:
+                    self._truncate(topic, index)
+
     def _truncate(self, topic: str, index: int) -> None:
         """Drop the oldest records beyond ``retention_bytes`` that every reading group has committed."""
         partition = self._partitions(topic)[index]
@@ -277,6 +318,24 @@ class MemoryProducer(Producer):
             self._round_robin += 1
             self._bus._append(topic, key, value, self._round_robin)
             self._bus._lock.notify_all()
+
+    def produce_many(self, records: list[tuple[str, bytes, bytes | None]]) -> None:
+        """``produce`` for each ``(topic, value, key)`` in order, under one lock and one wake-up
+        of waiting consumers (a batch's records are on the log together when this returns).
+
+        Raises
+        ------
+        BusFull
+            As ``produce``: the records before the one refused are on the log.
+        """
+        if not records:
+            return
+        bus = self._bus
+        with bus._lock:
+            try:
+                bus._append_many([(t, k, v) for t, v, k in records], self)
+            finally:
+                bus._lock.notify_all()
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Records are on the log as soon as ``produce`` returns; a persistent bus writes its files through."""
