@@ -101,3 +101,36 @@ def test_without_logical_types_keeps_everything_else():
         {"name": "t", "type": ["null", {"type": "long", "logicalType": "timestamp-millis"}], "default": None}]}
     assert without_logical_types(schema) == {"type": "record", "name": "R", "fields": [
         {"name": "t", "type": ["null", {"type": "long"}], "default": None}]}
+
+
+@pytest.mark.parametrize("backend", ["cavro", "fastavro"])
+def test_both_decoding_backends_read_every_topic_alike_and_refuse_bad_bytes(backend):
+    import random
+
+    from driftline.codec import UndecodableRecord
+
+    registry = registry_client(None)
+    writer, reader = Codec(registry), Codec(registry, backend=backend)
+    rng = random.Random(12)
+    for topic in ALL_TOPICS:
+        data = writer.encode(topic, SAMPLES[topic])
+        assert reader.decode(topic, data) == SAMPLES[topic]
+        assert reader.decode(topic, data + b"\x00") == SAMPLES[topic]  # trailing bytes are ignored, as ever
+        for cut in range(5, len(data) - 1):  # any truncated body: a record or UndecodableRecord, nothing else
+            try:
+                assert isinstance(reader.decode(topic, data[:cut]), dict)
+            except UndecodableRecord:
+                pass
+        flipped = bytearray(data)
+        flipped[rng.randrange(5, len(data))] ^= 0x80
+        try:
+            reader.decode(topic, bytes(flipped))
+        except UndecodableRecord:
+            pass
+    with pytest.raises(UndecodableRecord, match="not a version of subject"):
+        reader.decode("labels", writer.encode("features", SAMPLES["features"]))
+
+
+def test_an_unknown_backend_is_a_clear_error():
+    with pytest.raises(ValueError, match="no Avro decoding backend 'avro-java'"):
+        Codec(registry_client(None), backend="avro-java")
