@@ -12,7 +12,7 @@ from driftline.codec import Codec, SchemaViolation, registry_client, schema_text
 from driftline.failure import DependencyUnavailable
 from driftline.timeutil import to_ms
 from driftline.topics import ALL_TOPICS, RECORD_OF_TOPIC
-from test_codec import SAMPLES
+from driftline.testing.samples import SAMPLES
 
 TIME_FIELDS = {  # the timestamp-millis fields of each sample that carry a time
     topic: [f["name"] for f in __import__("json").loads(schema_text(RECORD_OF_TOPIC[topic]))["fields"]
