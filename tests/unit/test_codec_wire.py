@@ -134,3 +134,14 @@ def test_both_decoding_backends_read_every_topic_alike_and_refuse_bad_bytes(back
 def test_an_unknown_backend_is_a_clear_error():
     with pytest.raises(ValueError, match="no Avro decoding backend 'avro-java'"):
         Codec(registry_client(None), backend="avro-java")
+
+
+def test_a_fresh_in_process_registry_gives_every_topic_the_same_id_whichever_topic_comes_first():
+    """A restarted ``driftline up`` reads the ids its previous process wrote on the persistent bus."""
+    first = Codec(registry_client("mock://codec-wire-first-process"))
+    written = {topic: first.encode(topic, SAMPLES[topic]) for topic in ALL_TOPICS}
+    second = Codec(registry_client("mock://codec-wire-second-process"))
+    for topic in reversed(ALL_TOPICS):  # another order of first use
+        assert second.encode(topic, SAMPLES[topic])[:5] == written[topic][:5]
+        assert second.decode(topic, written[topic]) == SAMPLES[topic]
+    assert len({data[1:5] for data in written.values()}) == len(ALL_TOPICS)
