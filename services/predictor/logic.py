@@ -242,12 +242,10 @@ class Predictor:
             shadow = self.model(name, "shadow")
             if shadow is not None:
                 if failed:  # the shadow scores what the champion served
-                    failed_ids = {id(u.event) for u in failed}
-                    kept = [i for i, e in zip(rows, group) if id(e) not in failed_ids]
-                    group, served = [events[i] for i in kept], checked.rows(kept)
-                else:
-                    served = checked.rows(rows)
-                scored, failed = self._score_each(shadow, "shadow", group, served)
+                    served_ids = {p["event_id"] for p in scored}
+                    rows = [i for i, e in zip(rows, group) if e["event_id"] in served_ids]
+                    group = [events[i] for i in rows]
+                scored, failed = self._score_each(shadow, "shadow", group, checked.rows(rows))
                 predictions.extend(scored)
                 for event, reason, _category in failed:  # the champion served these: a shadow's failure is not the event's
                     log.warning("predictor: shadow %s v%d could not score %s: %s", name, shadow.meta.version,

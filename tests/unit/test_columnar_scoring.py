@@ -144,3 +144,31 @@ def test_string_columns_fill_absent_categories_with_the_empty_string():
     assert string_columns(rows, ("site", "gearbox")) == {"site": ["north", "south"], "gearbox": ["helical", ""]}
     assert string_columns(rows[:1], ("site",)) == {"site": ["north"]}
     assert string_columns([], ("site", "gearbox")) == {"site": [], "gearbox": []}
+
+
+class _Picky:
+    """A classifier on ``rpm`` that raises for an rpm of exactly 13 (a model bug)."""
+
+    classes_ = np.array(["fine", "wear"])
+
+    def predict_proba(self, frame):
+        rpm = frame["rpm"].to_numpy()
+        if (rpm == 13).any():
+            raise ValueError("unlucky rpm")
+        wear = (rpm > 1500).astype(float)
+        return np.column_stack([1 - wear, wear])
+
+
+def test_the_shadow_scores_exactly_the_events_the_champion_served():
+    contract = FeatureContract(numeric=("rpm",))
+    models = {role: LoadedModel(ModelVersion("gearbox", version, "0" * 64, 0, "t", contract), _Picky())
+              for role, version in (("champion", 2), ("shadow", 3))}
+    events = [{"model": "gearbox", "event_id": f"g{i}", "entity_id": "t", "event_time": i,
+               "numeric_features": {"rpm": rpm}, "categorical_features": {}}
+              for i, rpm in enumerate([1000.0, 13.0, 2000.0, float("inf"), 1600.0])]
+    predictions, unscorable = Predictor(lambda model, alias: models[alias]).predict(events)
+    assert sorted((u.event["event_id"], u.category) for u in unscorable) == [("g1", "scoring_failed"),
+                                                                             ("g3", "bad_features")]
+    by_role = {role: [p["event_id"] for p in predictions if p["role"] == role] for role in ("champion", "shadow")}
+    assert by_role == {"champion": ["g0", "g2", "g4"], "shadow": ["g0", "g2", "g4"]}
+    assert [p["score"] for p in predictions if p["role"] == "shadow"] == [0.0, 1.0, 1.0]
