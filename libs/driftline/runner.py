@@ -10,6 +10,7 @@ alone, a dependency that is down is waited for, a refused commit is replayed.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -431,8 +432,17 @@ class Runner:
 
     def run(self, stop: threading.Event) -> None:
         """Until ``stop`` is set; the batch in hand is finished and checkpointed first
-        (unless the runner is waiting for a dependency: then it stops at once, uncommitted)."""
+        (unless the runner is waiting for a dependency: then it stops at once, uncommitted).
+
+        Before the loop, what the process holds so far (modules, the loaded model, clients) is
+        moved out of the garbage collector's sight (:func:`gc.freeze`): every batch allocates
+        tens of thousands of short-lived objects, and each full collection they trigger would
+        otherwise walk all of it again (measured on the predictor over Kafka: 8-10 us of its
+        ~58 us of CPU per event).
+        """
         self.stop = stop
+        gc.collect()
+        gc.freeze()
         while not stop.is_set():
             self.step()
 

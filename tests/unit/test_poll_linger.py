@@ -103,3 +103,31 @@ def test_the_predictor_lingers_by_its_setting_and_the_other_runners_do_not():
     assert _linger_s("label-joiner", settings) == 0.0
     assert _linger_s("drift-detector", settings) == 0.0
     assert Settings().predictor_linger_ms == 5  # default: a few ms
+
+
+def test_a_running_runner_freezes_its_startup_heap_out_of_the_collector(tmp_path):
+    """Runner.run moves what the process holds at start out of the collector's sight (gc.freeze),
+    so the objects every batch allocates do not make each full collection walk the whole heap."""
+    import gc
+
+    from driftline.codec import Codec, registry_client
+    from driftline.runner import Output, Runner
+
+    class Idle:
+        name, topics = "idle", ["readings"]
+
+        def handle(self, batch, now_ms):
+            return Output()
+
+    bus, _ = _bus_and_consumer()
+    stop = threading.Event()
+    stop.set()  # the loop is not entered: only what run() does first
+    gc.unfreeze()
+    runner = Runner(Idle(), bus, Codec(registry_client(None)), store=None)
+    try:
+        assert gc.get_freeze_count() == 0
+        runner.run(stop)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        runner.close()
