@@ -139,10 +139,12 @@ def _compile(estimator: Any, contract: FeatureContract) -> ColumnarInput | None:
         return None  # scikit-learn checks the names itself (and may refuse): let it
     blocks: list[NumericBlock | OneHotBlock] = []
     for _name, transformer, selected in columns.transformers_:
+        if isinstance(transformer, str) and transformer == "drop":
+            continue  # scikit-learn leaves it out of the output (a remainder may name columns by index)
         if isinstance(selected, str) or not all(isinstance(c, str) for c in selected):
             return None
-        if transformer == "drop" or len(selected) == 0:
-            continue  # scikit-learn leaves these out of the output
+        if len(selected) == 0:
+            continue  # an empty selection adds no column either
         steps = transformer.steps if type(transformer) is Pipeline else [(None, transformer)]
         kinds = [type(step) for _, step in steps]
         if kinds and all(k in (SimpleImputer, StandardScaler) for k in kinds):

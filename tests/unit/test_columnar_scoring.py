@@ -172,3 +172,23 @@ def test_the_shadow_scores_exactly_the_events_the_champion_served():
     by_role = {role: [p["event_id"] for p in predictions if p["role"] == role] for role in ("champion", "shadow")}
     assert by_role == {"champion": ["g0", "g2", "g4"], "shadow": ["g0", "g2", "g4"]}
     assert [p["score"] for p in predictions if p["role"] == "shadow"] == [0.0, 1.0, 1.0]
+
+
+def test_a_pipeline_that_drops_a_feature_still_scores_the_same():
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    frame, target = _training("binary")
+    contract = _contract("binary", ("fine", "wear"))
+    columns = ColumnTransformer([("numeric", make_pipeline(SimpleImputer(), StandardScaler()), ["vibration", "rpm"]),
+                                 ("categorical", OneHotEncoder(handle_unknown="ignore"), ["site"])])  # the rest dropped
+    estimator = Pipeline([("features", columns), ("model", LogisticRegression())]).fit(frame, target)
+    assert ColumnarInput.of(estimator, contract) is not None  # the dropped remainder adds no column
+    events = _events(100)
+    predictor = Predictor(lambda model, alias: LoadedModel(ModelVersion("gearbox", 1, "0" * 64, 0, "t", contract),
+                                                           estimator) if alias == "champion" else None)
+    predictions, _ = predictor.predict(events)
+    assert [p["score"] for p in predictions] == _reference(estimator, contract, events, "binary")[:, 1].tolist()
+
