@@ -178,6 +178,15 @@ class Settings(BaseSettings):
                                    "attempt of an incident, capped at drift_cooldown_ms. drift_cooldown_ms "
                                    "itself applies after a promotion (or to requests no retrainer answers).")
 
+    # --- micro-batches by size or linger (issue 12: latency under load) -----
+    # A runner's poll waits up to poll_timeout_s for a first record, then returns once batch_size
+    # records are there or this long after the first one arrived: a lightly loaded predictor
+    # answers within the linger, a loaded one fills its batches. (Polls of the embedded pump
+    # never wait, so never linger.)
+    predictor_linger_ms: float = Field(
+        5.0, ge=0, description="How long the predictor's poll waits, after its first record, for more before "
+                               "scoring the batch (0: score what has arrived at once).")
+
     @field_validator("concept_detectors")
     @classmethod
     def _known_detectors(cls, detectors: dict[str, str]) -> dict[str, str]:

@@ -13,6 +13,7 @@ estimator has ``predict_proba``) and ``regression`` (``predict`` gives the value
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -91,15 +92,33 @@ def to_frame(contract: FeatureContract, numeric: Sequence[dict[str, float]], cat
     pipeline trained elsewhere may interleave them, and scikit-learn refuses
     columns in another order than at fit time.
     """
-    columns: dict[str, Any] = {}
-    for name in contract.numeric:
-        columns[name] = np.fromiter((row.get(name, np.nan) for row in numeric), dtype=np.float64, count=len(numeric))
+    numeric_columns = {name: np.fromiter((row.get(name, np.nan) for row in numeric), dtype=np.float64,
+                                         count=len(numeric)) for name in contract.numeric}
+    return frame_of(contract, numeric_columns, string_columns(categorical, contract.categorical), estimator)
+
+
+def frame_of(contract: FeatureContract, numeric: dict[str, np.ndarray], categorical: dict[str, Sequence[str]],
+             estimator: Any = None) -> pd.DataFrame:
+    """:func:`to_frame` from columns already built (one array or list per contract feature)."""
+    columns: dict[str, Any] = {name: numeric[name] for name in contract.numeric}
     for name in contract.categorical:
-        columns[name] = np.array([row.get(name, "") for row in categorical], dtype=object)
+        columns[name] = np.array(categorical[name], dtype=object)
     fitted_order = getattr(estimator, "feature_names_in_", None)
     if fitted_order is not None and set(fitted_order) == set(columns):
         columns = {name: columns[name] for name in fitted_order}
     return pd.DataFrame(columns)
+
+
+def string_columns(rows: Sequence[dict[str, str]], names: Sequence[str]) -> dict[str, list[str]]:
+    """Per name, the rows' values as a list, "" where a row has none."""
+    if not names:
+        return {}
+    try:
+        if len(names) == 1:
+            return {names[0]: list(map(itemgetter(names[0]), rows))}
+        return dict(zip(names, map(list, zip(*map(itemgetter(*names), rows))))) if rows else {n: [] for n in names}
+    except KeyError:  # some rows lack a feature: the empty string, as a missing category
+        return {name: [row.get(name, "") for row in rows] for name in names}
 
 
 def positive_scores(estimator: Any, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +142,7 @@ def monitored_score(probabilities: np.ndarray) -> np.ndarray:
 
 
 def predicted_values(estimator: Any, frame: pd.DataFrame) -> np.ndarray:
-    """A regressor's predictions as float64 (one per row)."""
+    """A regressor's predictions as float64 (one per row); ``frame`` may be the final estimator's matrix."""
     return np.asarray(estimator.predict(frame), dtype=np.float64).reshape(len(frame))
 
 

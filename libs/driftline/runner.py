@@ -10,6 +10,7 @@ alone, a dependency that is down is waited for, a refused commit is replayed.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -156,6 +157,10 @@ class Runner:
 
     Parameters
     ----------
+    batch_size, poll_timeout_s, linger_s
+        A poll waits up to ``poll_timeout_s`` for a first record, then returns once
+        ``batch_size`` records are there or ``linger_s`` after the first one arrived (a
+        micro-batch flushed by size or by linger: :meth:`driftline.bus.Consumer.poll_batch`).
     backoff
         Waits between retries while a dependency is down (capped exponential).
     stop
@@ -163,7 +168,7 @@ class Runner:
     """
 
     def __init__(self, service: Service, bus: Bus, codec: Codec, store: Store, *, batch_size: int = 1000,
-                 poll_timeout_s: float = 0.2, clock: Callable[[], int] | None = None,
+                 poll_timeout_s: float = 0.2, linger_s: float = 0.0, clock: Callable[[], int] | None = None,
                  state: Any | None = None, state_every_s: float = 5.0, backoff: Backoff | None = None,
                  stop: threading.Event | None = None):
         self.service = service
@@ -172,6 +177,7 @@ class Runner:
         self.store = store
         self.batch_size = batch_size
         self.poll_timeout_s = poll_timeout_s
+        self.linger_s = linger_s
         self.clock = clock or now_ms
         self.state = state  # a StateStore, for stateful services
         self.state_every_s = state_every_s
@@ -239,7 +245,7 @@ class Runner:
         uncommitted (the next run reads it again).
         """
         control = self.control.poll_batch(self.batch_size, 0.0) if self.control else []
-        messages = self.consumer.poll_batch(self.batch_size, self.poll_timeout_s if timeout_s is None else timeout_s)
+        messages = self._poll(self.poll_timeout_s if timeout_s is None else timeout_s)
         started = time.perf_counter()
         try:
             self._follow_assignment()
@@ -262,6 +268,11 @@ class Runner:
         self.processed += len(messages)
         self.dead_lettered += sum(output.dead_reasons.values())
         return len(messages)
+
+    def _poll(self, timeout_s: float) -> list[Message]:
+        if self.linger_s > 0:
+            return self.consumer.poll_batch(self.batch_size, timeout_s, linger_s=self.linger_s)
+        return self.consumer.poll_batch(self.batch_size, timeout_s)  # consumers that know no linger too
 
     def _follow_assignment(self) -> None:
         """Tell a service that keeps per-key memory (the label-joiner's waiting labels) that
@@ -434,8 +445,17 @@ class Runner:
 
     def run(self, stop: threading.Event) -> None:
         """Until ``stop`` is set; the batch in hand is finished and checkpointed first
-        (unless the runner is waiting for a dependency: then it stops at once, uncommitted)."""
+        (unless the runner is waiting for a dependency: then it stops at once, uncommitted).
+
+        Before the loop, what the process holds so far (modules, the loaded model, clients) is
+        moved out of the garbage collector's sight (:func:`gc.freeze`): every batch allocates
+        tens of thousands of short-lived objects, and each full collection they trigger would
+        otherwise walk all of it again (measured on the predictor over Kafka: 8-10 us of its
+        ~58 us of CPU per event).
+        """
         self.stop = stop
+        gc.collect()
+        gc.freeze()
         while not stop.is_set():
             self.step()
 

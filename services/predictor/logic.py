@@ -46,7 +46,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from driftline.models import monitored_score, positive_scores, predicted_values, to_frame, value_label
+from driftline.model_input import ColumnarInput, numeric_matrix
+from driftline.models import frame_of, monitored_score, positive_scores, predicted_values, string_columns, value_label
 from driftline.failure import is_transient
 from driftline.registry import LoadedModel
 from driftline.telemetry import BAD_FEATURES, SCORING_FAILED, UNSCORABLE
@@ -218,29 +219,33 @@ class Predictor:
 
     def predict(self, events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Unscorable]]:
         """Predictions for ``events``, and :class:`Unscorable` for those that cannot be scored."""
-        by_model: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        checked = _checked_numeric(events)
+        by_model: dict[str, list[int]] = defaultdict(list)
         unscorable: list[Unscorable] = []
-        for event in events:
-            problem = feature_problem(event["numeric_features"])
+        for i, (event, problem) in enumerate(zip(events, checked.problems)):
             if problem is None:
-                by_model[event["model"]].append(event)
+                by_model[event["model"]].append(i)
             else:
                 unscorable.append(Unscorable(event, problem, BAD_FEATURES))
         predictions: list[dict[str, Any]] = []
-        for name, group in by_model.items():
+        for name, rows in by_model.items():
+            group = [events[i] for i in rows]
             champion = self.model(name, "champion")
             if champion is None:
                 refusal = self.refusal(name, "champion")
                 reason = refusal.message if refusal is not None else f"model {name!r} has no champion"
                 unscorable.extend(Unscorable(e, reason) for e in group)
                 continue
-            scored, failed = self._score_each(champion, "champion", group)
+            scored, failed = self._score_each(champion, "champion", group, checked.rows(rows))
             predictions.extend(scored)
             unscorable.extend(failed)
             shadow = self.model(name, "shadow")
             if shadow is not None:
-                served = {p["event_id"] for p in scored}
-                scored, failed = self._score_each(shadow, "shadow", [e for e in group if e["event_id"] in served])
+                if failed:  # the shadow scores what the champion served
+                    served_ids = {p["event_id"] for p in scored}
+                    rows = [i for i, e in zip(rows, group) if e["event_id"] in served_ids]
+                    group = [events[i] for i in rows]
+                scored, failed = self._score_each(shadow, "shadow", group, checked.rows(rows))
                 predictions.extend(scored)
                 for event, reason, _category in failed:  # the champion served these: a shadow's failure is not the event's
                     log.warning("predictor: shadow %s v%d could not score %s: %s", name, shadow.meta.version,
@@ -248,13 +253,13 @@ class Predictor:
         return predictions, unscorable
 
     @classmethod
-    def _score_each(cls, loaded: LoadedModel, role: str, events: list[dict[str, Any]]
-                    ) -> tuple[list[dict[str, Any]], list[Unscorable]]:
+    def _score_each(cls, loaded: LoadedModel, role: str, events: list[dict[str, Any]],
+                    numeric: NumericColumns | None = None) -> tuple[list[dict[str, Any]], list[Unscorable]]:
         """Score ``events`` together; if that raises, one by one, so one bad event fails alone."""
         if not events:
             return [], []
         try:
-            return cls._score(loaded, role, events), []
+            return cls._score(loaded, role, events, numeric), []
         except Exception as exc:
             if is_transient(exc):
                 raise
@@ -274,42 +279,116 @@ class Predictor:
         return scored, failed
 
     @staticmethod
-    def _score(loaded: LoadedModel, role: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _score(loaded: LoadedModel, role: str, events: list[dict[str, Any]],
+               numeric: NumericColumns | None = None) -> list[dict[str, Any]]:
         meta = loaded.meta
-        numeric = [e["numeric_features"] for e in events]
-        categorical = [e["categorical_features"] for e in events]
-        frame = to_frame(meta.contract, numeric, categorical, loaded.estimator)
-        if meta.contract.task == "regression":
-            values = predicted_values(loaded.estimator, frame)
-            score, per_class = values, [{} for _ in events]
-            predicted = [value_label(v) for v in values]
+        contract = meta.contract
+        n = len(events)
+        numeric_rows = [e["numeric_features"] for e in events]
+        categorical_rows = [e["categorical_features"] for e in events]
+        if numeric is None:
+            numeric = NumericColumns.of(numeric_rows)
+        numeric_columns = numeric.columns(contract.numeric)
+        categorical_columns = string_columns(categorical_rows, contract.categorical)
+        # driftline's own pipelines: their arithmetic on numpy columns, the same scores without
+        # a DataFrame (driftline.model_input); anything else goes through scikit-learn as it was.
+        columnar = ColumnarInput.of(loaded.estimator, contract)
+        matrix = None if columnar is None else columnar.transform(numeric_columns, categorical_columns, n)
+        if matrix is not None:
+            estimator, model_input = columnar.final, matrix
         else:
-            probabilities, classes = positive_scores(loaded.estimator, frame)
-            predicted = classes[np.argmax(probabilities, axis=1)]
-            score = monitored_score(probabilities)
+            estimator = loaded.estimator
+            model_input = frame_of(contract, numeric_columns, categorical_columns, estimator)
+        if contract.task == "regression":
+            values = predicted_values(estimator, model_input)
+            scores = values.tolist()
+            per_class: list[dict[str, float]] = [{} for _ in range(n)]
+            predicted = [value_label(v) for v in scores]
+        else:
+            probabilities, classes = positive_scores(estimator, model_input)
+            predicted = classes[np.argmax(probabilities, axis=1)].tolist()
+            scores = monitored_score(probabilities).tolist()
             class_names = [str(c) for c in classes]
             per_class = [dict(zip(class_names, row)) for row in probabilities.tolist()]
         scored_at = now_ms()
-        out = []
-        for i, event in enumerate(events):
-            out.append(
-                {
-                    "prediction_id": f"{event['event_id']}:{meta.version}:{role}",
-                    "event_id": event["event_id"],
-                    "entity_id": event["entity_id"],
-                    "model": meta.model,
-                    "model_version": meta.version,
-                    "role": role,
-                    "score": float(score[i]),
-                    "scores": per_class[i],
-                    "predicted_label": str(predicted[i]),
-                    "numeric_features": numeric[i],
-                    "categorical_features": categorical[i],
-                    "event_time": to_ms(event["event_time"]),
-                    "prediction_time": scored_at,
-                }
-            )
+        model, version = meta.model, meta.version
+        suffix = f":{version}:{role}"
+        return [
+            {
+                "prediction_id": event["event_id"] + suffix,
+                "event_id": event["event_id"],
+                "entity_id": event["entity_id"],
+                "model": model,
+                "model_version": version,
+                "role": role,
+                "score": score,
+                "scores": classes_scores,
+                "predicted_label": label,
+                "numeric_features": num,
+                "categorical_features": cat,
+                "event_time": to_ms(event["event_time"]),
+                "prediction_time": scored_at,
+            }
+            for event, score, classes_scores, label, num, cat in zip(
+                events, scores, per_class, predicted, numeric_rows, categorical_rows)
+        ]
+
+
+class NumericColumns:
+    """The numeric features of a batch as one float64 matrix, a column per feature name seen
+    (NaN where an event has none); :meth:`columns` hands out a model's features."""
+
+    def __init__(self, names: list[str], matrix: np.ndarray):
+        self.names, self.matrix = names, matrix
+        self._position = {name: j for j, name in enumerate(names)}
+
+    @classmethod
+    def of(cls, rows: list[dict[str, Any]], names: list[str] | None = None) -> NumericColumns:
+        if names is None:
+            names = sorted(set().union(*rows)) if rows else []
+        return cls(names, numeric_matrix(rows, names))
+
+    def columns(self, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        n = len(self.matrix)
+        out = {}
+        for name in names:
+            j = self._position.get(name)
+            out[name] = np.full(n, np.nan) if j is None else self.matrix[:, j]
         return out
+
+    def rows(self, indices: list[int]) -> NumericColumns:
+        """The same columns for the events at ``indices`` (in that order)."""
+        if len(indices) == len(self.matrix) and indices == list(range(len(self.matrix))):
+            return self
+        return NumericColumns(self.names, self.matrix[indices])
+
+
+@dataclass
+class _Checked:
+    """The batch's numeric columns (None: values numpy could not take; each event goes alone)
+    and, per event, why it cannot be scored (None: it can)."""
+
+    columns: NumericColumns | None
+    problems: list[str | None]
+
+    def rows(self, indices: list[int]) -> NumericColumns | None:
+        return None if self.columns is None else self.columns.rows(indices)
+
+
+def _checked_numeric(events: list[dict[str, Any]]) -> _Checked:
+    """:func:`feature_problem` for a whole batch: one comparison per feature column; only the
+    events it flags are walked feature by feature, for the same message as one by one."""
+    rows = [e["numeric_features"] for e in events]
+    try:
+        columns = NumericColumns.of(rows)
+    except (TypeError, ValueError, OverflowError):  # not plain numbers (hand-made records): the old way
+        return _Checked(None, [feature_problem(row) for row in rows])
+    with np.errstate(invalid="ignore"):
+        flagged = np.flatnonzero((np.abs(columns.matrix) > FLOAT32_MAX).any(axis=1)) if rows else []
+    problems: list[str | None] = [None] * len(rows)
+    for i in flagged.tolist() if len(flagged) else []:
+        problems[i] = feature_problem(rows[i])
+    return _Checked(columns, problems)
 
 
 def _scoring_error(loaded: LoadedModel, exc: Exception) -> str:

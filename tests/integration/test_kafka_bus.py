@@ -111,6 +111,27 @@ def test_poll_batch_waits_for_the_first_record_only(bus: KafkaBus) -> None:
         consumer.close()
 
 
+def test_poll_batch_flushes_by_size_or_by_linger(bus: KafkaBus) -> None:
+    """Micro-batches (issue 12): once a record is there the poll returns when max_records are,
+    or linger_s after the first, whichever comes first; never after the whole poll timeout."""
+    topic = _topic(bus)
+    _produce(bus, topic, 1)
+    consumer = bus.consumer(f"g-{uuid.uuid4().hex[:8]}", [topic])
+    try:
+        assert len(_drain(consumer, 1)) == 1  # assigned and fetching
+        _produce(bus, topic, 20, first=1)
+        started = time.monotonic()
+        full = consumer.poll_batch(5, 30.0, linger_s=30.0)
+        assert len(full) == 5 and time.monotonic() - started < 15.0  # by size, long before its linger
+        started = time.monotonic()
+        rest = consumer.poll_batch(1000, 30.0, linger_s=0.3)
+        rest += _drain(consumer, 15 - len(rest))
+        assert time.monotonic() - started < 15.0  # by linger with fewer than 1000, not the 30 s timeout
+        assert sorted(m.value for m in full + rest) == sorted(f"v{i}".encode() for i in range(1, 21))
+    finally:
+        consumer.close()
+
+
 def test_a_restarted_consumer_resumes_from_its_commits(bus: KafkaBus, kafka_bootstrap: str) -> None:
     topic = _topic(bus)
     _produce(bus, topic, 1000)

@@ -58,8 +58,15 @@ class Producer(ABC):
 
 class Consumer(ABC):
     @abstractmethod
-    def poll_batch(self, max_records: int, timeout_s: float) -> list[Message]:
-        """Up to ``max_records`` records, waiting at most ``timeout_s`` for the first."""
+    def poll_batch(self, max_records: int, timeout_s: float, linger_s: float = 0.0) -> list[Message]:
+        """Up to ``max_records`` records, waiting at most ``timeout_s`` for the first.
+
+        Once a record is there, the poll returns as soon as ``max_records`` are, or
+        ``linger_s`` after the first one arrived, whichever comes first: a micro-batch
+        flushed by size or by a short linger, so a quiet stream answers within the
+        linger and a busy one still gets full batches. ``linger_s=0`` hands out what
+        has arrived so far; a poll with ``timeout_s=0`` never waits, nor lingers.
+        """
 
     @abstractmethod
     def commit(self, offsets: Offsets) -> None:

@@ -178,14 +178,14 @@ class KafkaConsumer(Consumer):
         else:
             consumer.incremental_assign(partitions)
 
-    def poll_batch(self, max_records: int, timeout_s: float) -> list[Message]:
-        # Wait (at most timeout_s) for the first record only, then take what has already been
-        # fetched: librdkafka's consume(n, t) alone would hold a quiet stream's records until n
-        # arrived or t passed, which is latency for nothing. Under load the fetch queue is full
-        # and batches are as large as ever.
+    def poll_batch(self, max_records: int, timeout_s: float, linger_s: float = 0.0) -> list[Message]:
+        # Wait (at most timeout_s) for the first record only, then for the rest of the batch at
+        # most linger_s: librdkafka's consume(n, t) returns once n records are there or t has
+        # passed, which is exactly a flush by size or by linger. consume(n, timeout_s) alone
+        # would hold a quiet stream's records for the whole poll timeout, latency for nothing.
         messages = self._consumer.consume(1, timeout_s)
         if messages and max_records > 1:
-            messages += self._consumer.consume(max_records - 1, 0)
+            messages += self._consumer.consume(max_records - 1, linger_s if timeout_s > 0 else 0)
         batch = []
         for m in messages:
             error = m.error()

@@ -378,15 +378,27 @@ class MemoryConsumer(Consumer):
         with self._bus._lock:
             return set(self._assignment)
 
-    def poll_batch(self, max_records: int, timeout_s: float) -> list[Message]:
+    def poll_batch(self, max_records: int, timeout_s: float, linger_s: float = 0.0) -> list[Message]:
         deadline = time.monotonic() + timeout_s
-        with self._bus._lock:
-            while True:
-                batch = self._read(max_records)
+        lock = self._bus._lock
+        with lock:
+            batch = self._read(max_records)
+            while not batch:  # idle: sleep on the condition (producers notify) until the timeout
                 remaining = deadline - time.monotonic()
-                if batch or remaining <= 0:
+                if remaining <= 0:
                     return batch
-                self._bus._lock.wait(remaining)
+                lock.wait(remaining)
+                batch = self._read(max_records)
+            if linger_s <= 0 or timeout_s <= 0:
+                return batch
+            flush_at = time.monotonic() + linger_s  # the first record is here: fill up or linger out
+            while len(batch) < max_records:
+                remaining = flush_at - time.monotonic()
+                if remaining <= 0:
+                    break
+                lock.wait(remaining)
+                batch.extend(self._read(max_records - len(batch)))
+            return batch
 
     def _read(self, max_records: int) -> list[Message]:
         batch: list[Message] = []

@@ -101,6 +101,12 @@ RUNNER_SERVICES: dict[str, Callable[[Context], Any]] = {
 }
 
 
+def _linger_s(name: str, settings: Settings) -> float:
+    """How long a runner's poll lingers for a fuller batch: the predictor's setting; none for the
+    others, whose work is per batch (store inserts, windows) rather than on a caller's clock."""
+    return settings.predictor_linger_ms / 1000 if name == "predictor" else 0.0
+
+
 def make_runner(name: str, ctx: Context) -> Runner:
     service = RUNNER_SERVICES[name](ctx)
     state = None
@@ -110,7 +116,7 @@ def make_runner(name: str, ctx: Context) -> Runner:
         state = StateStore(ctx.store)
     s = ctx.settings
     runner = Runner(service, ctx.bus, ctx.codec, ctx.store, batch_size=s.batch_size,
-                    poll_timeout_s=s.poll_timeout_s, state=state, stop=ctx.stop,
+                    poll_timeout_s=s.poll_timeout_s, linger_s=_linger_s(name, s), state=state, stop=ctx.stop,
                     backoff=Backoff(s.retry_backoff_initial_s, s.retry_backoff_max_s))
     if hasattr(service, "read_assignment_from"):  # the drift-detector's watermark covers every partition it reads
         service.read_assignment_from(runner.consumer.assigned)
