@@ -40,9 +40,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from operator import itemgetter
+from typing import Any, NamedTuple
 
-from driftline.timeutil import to_datetime, to_ms
+from driftline.store.columns import ColumnBatch
+from driftline.timeutil import to_ms
+from driftline.services.label_joiner.recent import Joinable, RecentPredictions
 
 STATUS_RANK = {"pending": 0, "unmatched": 1, "joined": 2}
 
@@ -56,6 +59,14 @@ Key = tuple[str, str]  # (model, event_id)
 #: Reasons a label is refused (dead-lettered by the service), as metric categories.
 DUPLICATE_LABEL = "duplicate_label"
 PENDING_FULL = "pending_full"
+
+#: The ``predictions`` table's columns, as the fields of a Prediction record.
+PREDICTION_COLUMNS = ("prediction_id", "event_id", "entity_id", "model", "model_version", "role", "score", "scores",
+                      "predicted_label", "numeric_features", "categorical_features", "event_time", "prediction_time")
+_TIME_COLUMNS = ("event_time", "prediction_time")
+#: The ``labels`` table's columns, in the order :class:`_LabelRows` appends them.
+LABEL_COLUMNS = ("event_id", "model", "label", "value", "label_time", "status", "status_rank", "reason",
+                 "model_version", "predicted_label", "error", "event_time", "updated_at", "source")
 
 
 def position(topic: str, partition: int, offset: int) -> str:
@@ -73,37 +84,91 @@ class Refused:
     category: str  # DUPLICATE_LABEL or PENDING_FULL
 
 
+def _empty_predictions() -> ColumnBatch:
+    return ColumnBatch({name: [] for name in PREDICTION_COLUMNS})
+
+
+def _empty_labels() -> ColumnBatch:
+    return ColumnBatch({name: [] for name in LABEL_COLUMNS})
+
+
 @dataclass
 class JoinOutput:
-    prediction_rows: list[dict[str, Any]] = field(default_factory=list)
-    label_rows: list[dict[str, Any]] = field(default_factory=list)
+    """A batch's result. Store rows come column-wise (times in epoch ms), ready for one insert per table."""
+
+    prediction_columns: ColumnBatch = field(default_factory=_empty_predictions)
+    label_columns: ColumnBatch = field(default_factory=_empty_labels)
     labeled: list[dict[str, Any]] = field(default_factory=list)
     refused: list[Refused] = field(default_factory=list)
     retries: int = 0  # labels equal to one joined (or pending) before: absorbed
     replays: int = 0  # records seen again at the position that joined them: joined again identically
 
+    @property
+    def prediction_rows(self) -> list[dict[str, Any]]:
+        """The ``predictions`` rows, one dict each."""
+        return self.prediction_columns.rows()
 
-@dataclass(frozen=True)
-class _Joined:
-    label: dict[str, Any]  # model, event_id, label, value, label_time of the label that joined
+    @property
+    def label_rows(self) -> list[dict[str, Any]]:
+        """The ``labels`` rows, one dict each."""
+        return self.label_columns.rows()
+
+
+class _Joined(NamedTuple):
+    """The label that joined an event (its time in ms) and where the record that joined it sits."""
+
+    label: str
+    value: float | None
+    label_time: int
     source: str  # bus position of the record whose handling made the join
 
+    def as_label(self, key: Key) -> dict[str, Any]:
+        return {"model": key[0], "event_id": key[1], "label": self.label, "value": self.value,
+                "label_time": self.label_time}
 
-def prediction_row(p: dict[str, Any]) -> dict[str, Any]:
-    """A Prediction record as a row of the ``predictions`` table."""
-    return {**p, "event_time": to_datetime(to_ms(p["event_time"])), "prediction_time": to_datetime(to_ms(p["prediction_time"]))}
+
+class _LabelRows:
+    """``labels`` rows appended one by one into a list per column (no dict per row)."""
+
+    def __init__(self, batch: ColumnBatch):
+        self._columns = [batch.columns[name] for name in LABEL_COLUMNS]
+
+    def append(self, label: dict[str, Any], status: str, reason: str, now_ms: int, source: str,
+               model_version: int = 0, predicted_label: str = "", error: float | None = None,
+               event_time: int | None = None) -> None:
+        for column, value in zip(self._columns, (
+                label["event_id"], label["model"], label["label"], label.get("value"), to_ms(label["label_time"]),
+                status, STATUS_RANK[status], reason, model_version, predicted_label, error, event_time, now_ms,
+                source)):
+            column.append(value)
 
 
-def misclassification(prediction: dict[str, Any], label: dict[str, Any]) -> float:
+def prediction_columns(predictions: list[dict[str, Any]]) -> ColumnBatch:
+    """Prediction records as ``predictions`` columns (times in epoch ms)."""
+    if not predictions:
+        return _empty_predictions()
+    columns = dict(zip(PREDICTION_COLUMNS, map(list, zip(*map(itemgetter(*PREDICTION_COLUMNS), predictions)))))
+    for name in _TIME_COLUMNS:
+        values = columns[name]
+        if not all(type(v) is int for v in values):
+            columns[name] = [to_ms(v) for v in values]
+    return ColumnBatch(columns)
+
+
+def misclassification(prediction: dict[str, Any] | Joinable, label: dict[str, Any]) -> float:
     """The error stream's element: 0/1 misclassification for a classifier (two classes or more:
     the predicted class against the true one), absolute error ``|value - score|`` for a regressor.
 
     Ingest gives a label a ``value`` only when its model's contract says ``regression``,
     so the label alone says which applies, also for labels joined from the store.
     """
+    if isinstance(prediction, Joinable):
+        score, predicted_label = prediction.score, prediction.predicted_label
+    else:
+        score, predicted_label = prediction["score"], prediction["predicted_label"]
     if label.get("value") is not None:
-        return abs(float(label["value"]) - float(prediction["score"]))
-    return 0.0 if prediction["predicted_label"] == label["label"] else 1.0
+        return abs(float(label["value"]) - float(score))
+    return 0.0 if predicted_label == label["label"] else 1.0
 
 
 def _same_truth(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -124,7 +189,8 @@ class LabelJoiner:
     label_ttl_ms
         How long an early label waits for its prediction before it is logged as unmatched.
     recent_capacity
-        Champion predictions kept in memory for fast joins.
+        Champion predictions kept in memory for fast joins (only the fields a join needs:
+        :class:`~driftline.services.label_joiner.recent.RecentPredictions`).
     joined_lookup
         Finds labels joined earlier and no longer remembered: ``(model, event_ids) -> {event_id: row}``
         (``label``, ``value``, ``label_time``, ``source``). None: only the joins remembered count.
@@ -143,7 +209,7 @@ class LabelJoiner:
         self.recent_capacity = recent_capacity
         self.joined_capacity = joined_capacity
         self.max_pending = max_pending
-        self._recent: OrderedDict[Key, dict[str, Any]] = OrderedDict()
+        self._recent = RecentPredictions(recent_capacity)
         self._joined: OrderedDict[Key, _Joined] = OrderedDict()
         self.pending: dict[Key, tuple[dict[str, Any], int, str]] = {}  # key -> (label, deadline ms, source)
 
@@ -151,31 +217,33 @@ class LabelJoiner:
                 prediction_sources: list[str] | None = None, label_sources: list[str] | None = None) -> JoinOutput:
         """Join a batch. ``*_sources`` are the records' bus positions (:func:`position`), in order;
         without them every record counts as new to the bus (no replay is recognised)."""
-        out = JoinOutput(prediction_rows=[prediction_row(p) for p in predictions])
+        out = JoinOutput(prediction_columns=prediction_columns(predictions))
+        rows = _LabelRows(out.label_columns)
         prediction_sources = prediction_sources or [None] * len(predictions)
         label_sources = label_sources or [None] * len(labels)
-        for p, source in zip(predictions, prediction_sources):
-            if p["role"] != "champion":
-                continue
-            key = (p["model"], p["event_id"])
-            self._remember(key, p)
-            waiting = self.pending.pop(key, None)
-            if waiting is not None:
-                self._join(out, waiting[0], p, now_ms, source or "")
-            elif source is not None and (joined := self._joined.get(key)) is not None and joined.source == source:
-                # The prediction that joined this label, replayed: the same join, the same record.
-                out.replays += 1
-                self._join(out, joined.label, p, now_ms, source)
-        self._load_joined([label for label in labels if self._key(label) not in self._joined
-                           and self._key(label) not in self.pending])
-        wanted = [label for label, source in zip(labels, label_sources)
-                  if self._key(label) not in self._recent and self._key(label) not in self.pending
-                  and (self._key(label) not in self._joined
-                       or (source is not None and self._joined[self._key(label)].source == source))]
-        found = self._find_predictions(wanted)
-        for label, source in zip(labels, label_sources):
-            self._label(out, label, source, found, now_ms)
-        self._expire(out, now_ms)
+        champions = [(p, source) for p, source in zip(predictions, prediction_sources) if p["role"] == "champion"]
+        self._recent.put([p for p, _ in champions])
+        joined, pending = self._joined, self.pending
+        if pending or joined:
+            for p, source in champions:
+                key = (p["model"], p["event_id"])
+                waiting = pending.pop(key, None)
+                if waiting is not None:
+                    self._join(out, rows, waiting[0], Joinable.of(p), now_ms, source or "")
+                elif source is not None and (done := joined.get(key)) is not None and done.source == source:
+                    # The prediction that joined this label, replayed: the same join, the same record.
+                    out.replays += 1
+                    self._join(out, rows, done.as_label(key), Joinable.of(p), now_ms, source)
+        keys = [(label["model"], label["event_id"]) for label in labels]
+        self._load_joined([key for key in keys if key not in joined and key not in pending])
+        known = self._recent.get_many(keys)
+        wanted = [key for key, source in zip(keys, label_sources)
+                  if key not in known and key not in pending
+                  and ((done := joined.get(key)) is None or (source is not None and done.source == source))]
+        known.update(self._find_predictions(wanted))
+        for label, key, source in zip(labels, keys, label_sources):
+            self._label(out, rows, label, key, source, known, now_ms)
+        self._expire(rows, now_ms)
         return out
 
     def restore_pending(self, labels: list[dict[str, Any]], now_ms: int) -> None:
@@ -196,27 +264,26 @@ class LabelJoiner:
     def _key(record: dict[str, Any]) -> Key:
         return record["model"], record["event_id"]
 
-    def _label(self, out: JoinOutput, label: dict[str, Any], source: str | None,
-               found: dict[Key, dict[str, Any]], now_ms: int) -> None:
-        key = self._key(label)
+    def _label(self, out: JoinOutput, rows: _LabelRows, label: dict[str, Any], key: Key, source: str | None,
+               known: dict[Key, Joinable], now_ms: int) -> None:
         joined = self._joined.get(key)
         if joined is not None:
             if source is not None and joined.source == source:
-                prediction = self._recent.get(key) or found.get(key)
+                prediction = known.get(key)
                 if prediction is not None:  # the prediction is always found: it was joined once
                     out.replays += 1
-                    self._join(out, label, prediction, now_ms, source)
+                    self._join(out, rows, label, prediction, now_ms, source)
                     return
-            self._again(out, label, source, joined.label, "was joined")
+            self._again(out, label, source, joined.as_label(key), "was joined")
             return
         waiting = self.pending.get(key)
         if waiting is not None:
             if source is None or waiting[2] != source:
                 self._again(out, label, source, waiting[0], "is waiting for its prediction")
             return  # the same pending label replayed: it already waits
-        prediction = self._recent.get(key) or found.get(key)
+        prediction = known.get(key)
         if prediction is not None:
-            self._join(out, label, prediction, now_ms, source or "")
+            self._join(out, rows, label, prediction, now_ms, source or "")
         elif len(self.pending) >= self.max_pending:
             out.refused.append(Refused(label, source, (
                 f"pending labels full: {self.max_pending} labels already wait for their predictions "
@@ -224,9 +291,7 @@ class LabelJoiner:
                 "prediction exists"), PENDING_FULL))
         else:
             self.pending[key] = (label, now_ms + self.label_ttl_ms, source or "")
-            row = self._label_row(label, "pending", "waiting for its prediction", now_ms)
-            row["source"] = source or ""
-            out.label_rows.append(row)
+            rows.append(label, "pending", "waiting for its prediction", now_ms, source or "")
 
     def _again(self, out: JoinOutput, label: dict[str, Any], source: str | None, first: dict[str, Any],
                state: str) -> None:
@@ -240,91 +305,67 @@ class LabelJoiner:
             f"duplicate label for event {label['event_id']!r} of model {label['model']!r}: {mine!r} arrived after "
             f"{shown!r}, which {state}; the first label wins"), DUPLICATE_LABEL))
 
-    def _load_joined(self, labels: list[dict[str, Any]]) -> None:
+    def _load_joined(self, keys: list[Key]) -> None:
         """Ask the store which of these events were joined before: one query per model."""
         if self.joined_lookup is None:
             return
-        for model, event_ids in _ids_by_model(labels).items():
+        for model, event_ids in _ids_by_model(keys).items():
             for event_id, row in self.joined_lookup(model, event_ids).items():
-                self._remember_join((model, event_id), {**row, "model": model, "event_id": event_id},
-                                    row.get("source") or "")
+                self._remember_join((model, event_id), row, row.get("source") or "")
 
-    def _find_predictions(self, labels: list[dict[str, Any]]) -> dict[Key, dict[str, Any]]:
-        found: dict[Key, dict[str, Any]] = {}
-        for model, event_ids in _ids_by_model(labels).items():
+    def _find_predictions(self, keys: list[Key]) -> dict[Key, Joinable]:
+        found: dict[Key, Joinable] = {}
+        for model, event_ids in _ids_by_model(keys).items():
             for event_id, prediction in self.lookup(model, event_ids).items():
-                found[(model, event_id)] = prediction
+                found[(model, event_id)] = Joinable.of(prediction)
         return found
 
-    def _expire(self, out: JoinOutput, now_ms: int) -> None:
+    def _expire(self, rows: _LabelRows, now_ms: int) -> None:
         expired = [key for key, (_, deadline, _) in self.pending.items() if deadline <= now_ms]
         for key in expired:
             label, _, source = self.pending.pop(key)
             reason = f"no prediction for event {label['event_id']!r} of model {label['model']!r} within {self.label_ttl_ms} ms"
-            row = self._label_row(label, "unmatched", reason, now_ms)
-            row["source"] = source
-            out.label_rows.append(row)
-
-    def _remember(self, key: Key, prediction: dict[str, Any]) -> None:
-        self._recent[key] = prediction
-        if len(self._recent) > self.recent_capacity:
-            self._recent.popitem(last=False)
+            rows.append(label, "unmatched", reason, now_ms, source)
 
     def _remember_join(self, key: Key, label: dict[str, Any], source: str) -> None:
-        self._joined[key] = _Joined({k: label.get(k) for k in ("model", "event_id", "label", "value", "label_time")},
-                                    source)
+        self._joined[key] = _Joined(label["label"], label.get("value"), to_ms(label["label_time"]), source)
         self._joined.move_to_end(key)
         if len(self._joined) > self.joined_capacity:
             self._joined.popitem(last=False)
 
-    def _join(self, out: JoinOutput, label: dict[str, Any], prediction: dict[str, Any], now_ms: int,
+    def _join(self, out: JoinOutput, rows: _LabelRows, label: dict[str, Any], prediction: Joinable, now_ms: int,
               source: str) -> None:
-        self._remember_join(self._key(label), label, source)
-        error = misclassification(prediction, label)
+        key = (label["model"], label["event_id"])
+        self._remember_join(key, label, source)
+        value = label.get("value")
+        if value is not None:
+            error = abs(float(value) - prediction.score)
+        else:
+            error = 0.0 if prediction.predicted_label == label["label"] else 1.0
+        label_time = to_ms(label["label_time"])
         out.labeled.append(
             {
-                "prediction_id": prediction["prediction_id"],
-                "event_id": label["event_id"],
-                "model": label["model"],
-                "model_version": prediction["model_version"],
-                "role": prediction["role"],
-                "score": prediction["score"],
-                "predicted_label": prediction["predicted_label"],
+                "prediction_id": prediction.prediction_id,
+                "event_id": key[1],
+                "model": key[0],
+                "model_version": prediction.model_version,
+                "role": prediction.role,
+                "score": prediction.score,
+                "predicted_label": prediction.predicted_label,
                 "label": label["label"],
-                "value": label.get("value"),
+                "value": value,
                 "error": error,
-                "event_time": to_ms(prediction["event_time"]),
-                "prediction_time": to_ms(prediction["prediction_time"]),
-                "label_time": to_ms(label["label_time"]),
+                "event_time": prediction.event_time,
+                "prediction_time": prediction.prediction_time,
+                "label_time": label_time,
             }
         )
-        row = self._label_row(label, "joined", "", now_ms)
-        row.update(model_version=prediction["model_version"], predicted_label=prediction["predicted_label"],
-                   error=error, event_time=to_datetime(to_ms(prediction["event_time"])), source=source)
-        out.label_rows.append(row)
-
-    @staticmethod
-    def _label_row(label: dict[str, Any], status: str, reason: str, now_ms: int) -> dict[str, Any]:
-        return {
-            "event_id": label["event_id"],
-            "model": label["model"],
-            "label": label["label"],
-            "value": label.get("value"),
-            "label_time": to_datetime(to_ms(label["label_time"])),
-            "status": status,
-            "status_rank": STATUS_RANK[status],
-            "reason": reason,
-            "model_version": 0,
-            "predicted_label": "",
-            "error": None,
-            "event_time": None,
-            "updated_at": to_datetime(now_ms),
-            "source": "",
-        }
+        rows.append(label, "joined", "", now_ms, source, model_version=prediction.model_version,
+                    predicted_label=prediction.predicted_label, error=error, event_time=prediction.event_time)
 
 
-def _ids_by_model(labels: list[dict[str, Any]]) -> dict[str, list[str]]:
+def _ids_by_model(keys: list[Key]) -> dict[str, list[str]]:
     by_model: dict[str, set[str]] = {}
-    for label in labels:
-        by_model.setdefault(label["model"], set()).add(label["event_id"])
+    for model, event_id in keys:
+        by_model.setdefault(model, set()).add(event_id)
     return {model: sorted(ids) for model, ids in by_model.items()}

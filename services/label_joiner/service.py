@@ -98,8 +98,8 @@ class LabelJoinerService:
                                      prediction_sources=[_position(i) for i in predictions],
                                      label_sources=[_position(i) for i in labels])
         out = Output()
-        out.add_rows("predictions", joined.prediction_rows)
-        out.add_rows("labels", joined.label_rows)
+        out.add_columns("predictions", joined.prediction_columns)
+        out.add_columns("labels", joined.label_columns)
         for record in joined.labeled:
             out.publish(LABELED, record["event_id"], record)
         for refused in joined.refused:

@@ -15,8 +15,11 @@ from typing import Any
 
 import clickhouse_connect
 
+from driftline.store.columns import ColumnBatch
 from driftline.store.credentials import credentials_for_dsn
 from driftline.store.ddl import MIGRATIONS
+
+__all__ = ["ColumnBatch", "Store"]
 
 
 class Store:
@@ -60,14 +63,22 @@ class Store:
                 applied.append(version)
             return applied
 
-    def insert(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert rows (dicts with the same keys) in one batch."""
+    def insert(self, table: str, rows: Sequence[dict[str, Any]] | ColumnBatch,
+               settings: dict[str, Any] | None = None) -> None:
+        """Insert rows in one batch: dicts with the same keys, or a :class:`ColumnBatch`.
+
+        ``settings`` are ClickHouse settings for this insert only (for example an
+        ``insert_deduplication_token``).
+        """
         if not rows:
             return
-        columns = list(rows[0])
-        data = [[row[c] for row in rows] for c in columns]
+        if isinstance(rows, ColumnBatch):
+            columns, data = list(rows.columns), list(rows.columns.values())
+        else:
+            columns = list(rows[0])
+            data = [[row[c] for row in rows] for c in columns]
         with self._lock:
-            self._client.insert(table, data, column_names=columns, column_oriented=True)
+            self._client.insert(table, data, column_names=columns, column_oriented=True, settings=settings)
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> tuple[list[str], list[tuple]]:
         """Column names and rows."""
