@@ -211,6 +211,10 @@ class LabelJoiner:
         self.max_pending = max_pending
         self._recent = RecentPredictions(recent_capacity)
         self._joined: OrderedDict[Key, _Joined] = OrderedDict()
+        # True while every join the store holds for this instance's events is also in _joined
+        # (:meth:`restore_joined` with ``all_joins``, nothing forgotten since): the store need not be asked.
+        self._joined_complete = False
+        self._joins_forgotten = 0
         self.pending: dict[Key, tuple[dict[str, Any], int, str]] = {}  # key -> (label, deadline ms, source)
 
     def process(self, predictions: list[dict[str, Any]], labels: list[dict[str, Any]], now_ms: int,
@@ -221,8 +225,11 @@ class LabelJoiner:
         rows = _LabelRows(out.label_columns)
         prediction_sources = prediction_sources or [None] * len(predictions)
         label_sources = label_sources or [None] * len(labels)
-        champions = [(p, source) for p, source in zip(predictions, prediction_sources) if p["role"] == "champion"]
-        self._recent.put([p for p, _ in champions])
+        roles = out.prediction_columns.columns["role"]
+        champion_rows = [i for i, role in enumerate(roles) if role == "champion"]
+        self._recent.put_columns(out.prediction_columns.columns,
+                                 None if len(champion_rows) == len(roles) else champion_rows)
+        champions = [(predictions[i], prediction_sources[i]) for i in champion_rows]
         joined, pending = self._joined, self.pending
         if pending or joined:
             for p, source in champions:
@@ -254,11 +261,21 @@ class LabelJoiner:
             if key not in self.pending and key not in self._joined:
                 self.pending[key] = (label, now_ms + self.label_ttl_ms, label.get("source") or "")
 
-    def restore_joined(self, rows: list[dict[str, Any]]) -> None:
+    def restore_joined(self, rows: list[dict[str, Any]], all_joins: bool = False) -> None:
         """Recent joins the store holds (``label``, ``value``, ``label_time``, ``source``), oldest first:
-        a replay of the records that made them is then recognised after a restart."""
+        a replay of the records that made them is then recognised after a restart.
+
+        ``all_joins``: the rows are every join the store holds for the events this instance
+        reads, and no other instance writes joins for them until the next call (the service
+        calls this once it owns its partitions and after each rebalance). Then, as long as
+        no join is forgotten (``joined_capacity``), labels are checked against memory alone,
+        without a ``joined_lookup`` per batch.
+        """
+        self._joined_complete = False
+        forgotten = self._joins_forgotten
         for row in rows:
             self._remember_join(self._key(row), row, row.get("source") or "")
+        self._joined_complete = all_joins and len(rows) < self.joined_capacity and self._joins_forgotten == forgotten
 
     @staticmethod
     def _key(record: dict[str, Any]) -> Key:
@@ -307,7 +324,7 @@ class LabelJoiner:
 
     def _load_joined(self, keys: list[Key]) -> None:
         """Ask the store which of these events were joined before: one query per model."""
-        if self.joined_lookup is None:
+        if self.joined_lookup is None or self._joined_complete:
             return
         for model, event_ids in _ids_by_model(keys).items():
             for event_id, row in self.joined_lookup(model, event_ids).items():
@@ -332,6 +349,8 @@ class LabelJoiner:
         self._joined.move_to_end(key)
         if len(self._joined) > self.joined_capacity:
             self._joined.popitem(last=False)
+            self._joins_forgotten += 1
+            self._joined_complete = False  # the store knows a join memory does not any more
 
     def _join(self, out: JoinOutput, rows: _LabelRows, label: dict[str, Any], prediction: Joinable, now_ms: int,
               source: str) -> None:

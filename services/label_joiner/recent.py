@@ -19,6 +19,11 @@ from driftline.timeutil import to_ms
 _INTERNED_MAX = 10_000  # distinct role / predicted-label strings shared (regression labels are not)
 
 
+#: The ``predictions`` columns kept.
+_KEPT = ("model", "event_id", "prediction_id", "model_version", "role", "score", "predicted_label", "event_time",
+         "prediction_time")
+
+
 class Joinable(NamedTuple):
     """The fields of a champion prediction that a join needs (times in epoch ms)."""
 
@@ -101,9 +106,20 @@ class RecentPredictions:
     def put(self, predictions: Sequence[Mapping[str, Any]]) -> None:
         """Remember these predictions (records or rows), in order; a later one for the same
         (model, event_id) replaces an earlier one."""
-        if len(predictions) > self.capacity:
-            predictions = predictions[-self.capacity:]
-        n = len(predictions)
+        columns = {name: [p[name] for p in predictions] for name in _KEPT}
+        for name in ("event_time", "prediction_time"):
+            columns[name] = [to_ms(v) for v in columns[name]]
+        self.put_columns(columns)
+
+    def put_columns(self, columns: Mapping[str, Sequence[Any]], rows: Sequence[int] | None = None) -> None:
+        """Like :meth:`put`, from ``predictions`` columns (times in epoch ms), optionally only ``rows``."""
+        if rows is not None:
+            columns = {name: [columns[name][i] for i in rows] for name in _KEPT}
+        n = len(columns["event_id"])
+        skip = max(n - self.capacity, 0)  # more than fit: only the newest are kept
+        if skip:
+            columns = {name: list(columns[name][skip:]) for name in _KEPT}
+            n -= skip
         if not n:
             return
         end = self._puts + n
@@ -121,29 +137,29 @@ class RecentPredictions:
                     by_event = self._slots[model]
                     if by_event.get(self._event_id[slot]) == slot:
                         del by_event[self._event_id[slot]]
-        intern = self._intern
-        models = [intern(p["model"]) for p in predictions]
-        event_ids = [p["event_id"] for p in predictions]
-        versions = [int(p["model_version"]) for p in predictions]
-        roles = [intern(p["role"]) for p in predictions]
+        models, roles = self._shared(columns["model"]), self._shared(columns["role"])
+        event_ids, versions, ids = columns["event_id"], columns["model_version"], columns["prediction_id"]
         self._model[slots] = models
         self._event_id[slots] = event_ids
-        self._prediction_id[slots] = [
-            None if p["prediction_id"] == _derived_id(e, v, r) else p["prediction_id"]
-            for p, e, v, r in zip(predictions, event_ids, versions, roles)]
+        self._prediction_id[slots] = [None if pid == _derived_id(e, v, r) else pid
+                                      for pid, e, v, r in zip(ids, event_ids, versions, roles)]
         self._role[slots] = roles
-        self._predicted_label[slots] = [intern(p["predicted_label"]) for p in predictions]
+        self._predicted_label[slots] = self._shared(columns["predicted_label"])
         self._model_version[slots] = versions
-        self._score[slots] = [p["score"] for p in predictions]
-        self._event_time[slots] = [to_ms(p["event_time"]) for p in predictions]
-        self._prediction_time[slots] = [to_ms(p["prediction_time"]) for p in predictions]
-        slot_list = slots.tolist()
-        for model, event_id, slot in zip(models, event_ids, slot_list):
+        self._score[slots] = columns["score"]
+        self._event_time[slots] = columns["event_time"]
+        self._prediction_time[slots] = columns["prediction_time"]
+        for model, event_id, slot in zip(models, event_ids, slots.tolist()):
             by_event = self._slots.get(model)
             if by_event is None:
                 by_event = self._slots[model] = {}
             by_event[event_id] = slot
         self._puts = end
+
+    def _shared(self, texts: Sequence[str]) -> list[str]:
+        """The same strings, each distinct one held once (decoded records carry a copy each)."""
+        shared = {text: self._intern(text) for text in set(texts)}
+        return [shared[text] for text in texts]
 
     def get_many(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Joinable]:
         """The predictions remembered for these (model, event_id) keys (the others are left out)."""

@@ -53,9 +53,12 @@ class LabelJoinerService:
     name = SERVICE
     topics = [PREDICTIONS, LABELS]
 
-    def __init__(self, joiner: LabelJoiner, pending_in_store: Callable[[], list[dict[str, Any]]] | None = None):
+    def __init__(self, joiner: LabelJoiner, pending_in_store: Callable[[], list[dict[str, Any]]] | None = None,
+                 joins_in_store: Callable[[], list[dict[str, Any]]] | None = None):
         self.joiner = joiner
         self.pending_in_store = pending_in_store
+        self.joins_in_store = joins_in_store
+        self._joins_loaded = joins_in_store is None
 
     def on_assignment(self, now_ms: int) -> None:
         """Partitions moved to this instance (another one joined or left the group): labels that
@@ -65,6 +68,15 @@ class LabelJoinerService:
         store keeps ``joined``, the higher status.)"""
         if self.pending_in_store is not None:
             self.joiner.restore_pending(self.pending_in_store(), now_ms)
+        self._load_joins()
+
+    def _load_joins(self) -> None:
+        """The store's newest joins, once this instance owns its partitions (its first batch) and
+        after every rebalance: the previous owners' joins are written by then, so a joiner that
+        holds them all checks new labels in memory instead of asking the store every batch."""
+        if self.joins_in_store is not None:
+            self.joiner.restore_joined(self.joins_in_store(), all_joins=True)
+            self._joins_loaded = True
 
     @classmethod
     def over_store(cls, store: Store, label_ttl_ms: int, now_ms: int, max_pending: int = 100_000,
@@ -85,12 +97,16 @@ class LabelJoinerService:
 
         joiner = LabelJoiner(lookup, label_ttl_ms=label_ttl_ms, joined_lookup=joined_lookup,
                              joined_capacity=joined_capacity, max_pending=max_pending)
+        def joins_in_store() -> list[dict[str, Any]]:
+            columns, rows = store.query(_RECENT_JOINS_SQL, {"n": joined_capacity})
+            return [dict(zip(columns, row)) for row in reversed(rows)]
+
         joiner.restore_pending(pending_in_store(), now_ms)
-        columns, rows = store.query(_RECENT_JOINS_SQL, {"n": joined_capacity})
-        joiner.restore_joined([dict(zip(columns, row)) for row in reversed(rows)])
-        return cls(joiner, pending_in_store)
+        return cls(joiner, pending_in_store, joins_in_store)
 
     def handle(self, batch: list[Incoming], now_ms: int) -> Output:
+        if not self._joins_loaded:
+            self._load_joins()
         predictions = [item for item in batch if item.topic == PREDICTIONS]
         labels = [item for item in batch if item.topic == LABELS]
         sources = {position(i.message.topic, i.message.partition, i.message.offset): i for i in labels}
