@@ -54,12 +54,12 @@ class Output:
             self.rows.setdefault(table, []).extend(rows)
 
     def add_columns(self, table: str, batch: ColumnBatch) -> None:
-        """Rows given column-wise (the batch is copied: the caller may keep it)."""
+        """Rows given column-wise; the batch becomes this output's (rows added later extend it)."""
         if not len(batch):
             return
         held = self.rows.get(table)
         if held is None:
-            self.rows[table] = batch.copy()
+            self.rows[table] = batch
         elif isinstance(held, ColumnBatch):
             held.extend(batch)
         else:
@@ -84,7 +84,7 @@ class Output:
         self.records.extend(other.records)
         for table, rows in other.rows.items():
             if isinstance(rows, ColumnBatch):
-                self.add_columns(table, rows)
+                self.add_columns(table, rows.copy())
             else:
                 self.add_rows(table, rows)
         for reason, n in other.dead_reasons.items():

@@ -40,6 +40,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -127,20 +128,26 @@ class _Joined(NamedTuple):
                 "label_time": self.label_time}
 
 
-class _LabelRows:
-    """``labels`` rows appended one by one into a list per column (no dict per row)."""
+_new_joined = partial(tuple.__new__, _Joined)  # a _Joined from a tuple without NamedTuple's Python-level __new__
 
-    def __init__(self, batch: ColumnBatch):
-        self._columns = [batch.columns[name] for name in LABEL_COLUMNS]
+
+class _LabelRows:
+    """``labels`` rows appended one by one as tuples, turned into columns once (no dict per row)."""
+
+    def __init__(self) -> None:
+        self._rows: list[tuple] = []
 
     def append(self, label: dict[str, Any], status: str, reason: str, now_ms: int, source: str,
                model_version: int = 0, predicted_label: str = "", error: float | None = None,
                event_time: int | None = None) -> None:
-        for column, value in zip(self._columns, (
-                label["event_id"], label["model"], label["label"], label.get("value"), to_ms(label["label_time"]),
-                status, STATUS_RANK[status], reason, model_version, predicted_label, error, event_time, now_ms,
-                source)):
-            column.append(value)
+        self._rows.append((label["event_id"], label["model"], label["label"], label.get("value"),
+                           to_ms(label["label_time"]), status, STATUS_RANK[status], reason, model_version,
+                           predicted_label, error, event_time, now_ms, source))
+
+    def batch(self) -> ColumnBatch:
+        if not self._rows:
+            return _empty_labels()
+        return ColumnBatch(dict(zip(LABEL_COLUMNS, map(list, zip(*self._rows)))))
 
 
 def prediction_columns(predictions: list[dict[str, Any]]) -> ColumnBatch:
@@ -215,6 +222,9 @@ class LabelJoiner:
         # (:meth:`restore_joined` with ``all_joins``, nothing forgotten since): the store need not be asked.
         self._joined_complete = False
         self._joins_forgotten = 0
+        # The same for champion predictions and ``lookup`` (:meth:`restore_predictions`).
+        self._predictions_complete = False
+        self._predictions_forgotten = 0
         self.pending: dict[Key, tuple[dict[str, Any], int, str]] = {}  # key -> (label, deadline ms, source)
 
     def process(self, predictions: list[dict[str, Any]], labels: list[dict[str, Any]], now_ms: int,
@@ -222,7 +232,7 @@ class LabelJoiner:
         """Join a batch. ``*_sources`` are the records' bus positions (:func:`position`), in order;
         without them every record counts as new to the bus (no replay is recognised)."""
         out = JoinOutput(prediction_columns=prediction_columns(predictions))
-        rows = _LabelRows(out.label_columns)
+        rows = _LabelRows()
         prediction_sources = prediction_sources or [None] * len(predictions)
         label_sources = label_sources or [None] * len(labels)
         roles = out.prediction_columns.columns["role"]
@@ -247,10 +257,14 @@ class LabelJoiner:
         wanted = [key for key, source in zip(keys, label_sources)
                   if key not in known and key not in pending
                   and ((done := joined.get(key)) is None or (source is not None and done.source == source))]
-        known.update(self._find_predictions(wanted))
+        if self._recent.forgotten != self._predictions_forgotten:
+            self._predictions_complete = False  # the store holds predictions memory does not any more
+        if not self._predictions_complete:
+            known.update(self._find_predictions(wanted))
         for label, key, source in zip(labels, keys, label_sources):
             self._label(out, rows, label, key, source, known, now_ms)
         self._expire(rows, now_ms)
+        out.label_columns = rows.batch()
         return out
 
     def restore_pending(self, labels: list[dict[str, Any]], now_ms: int) -> None:
@@ -276,6 +290,21 @@ class LabelJoiner:
         for row in rows:
             self._remember_join(self._key(row), row, row.get("source") or "")
         self._joined_complete = all_joins and len(rows) < self.joined_capacity and self._joins_forgotten == forgotten
+
+    def restore_predictions(self, predictions: list[dict[str, Any]], all_predictions: bool = False) -> None:
+        """Champion predictions the store holds (records or ``predictions`` rows), oldest first.
+
+        ``all_predictions``: they are every champion prediction the store holds for the events
+        this instance reads (as for :meth:`restore_joined`). Then, until memory forgets one
+        (``recent_capacity``), a label whose prediction is not in memory has none in the store
+        either, and waits without a ``lookup``.
+        """
+        self._predictions_complete = False
+        forgotten = self._recent.forgotten
+        self._recent.put(predictions)
+        self._predictions_forgotten = self._recent.forgotten
+        self._predictions_complete = all_predictions and len(predictions) < self.recent_capacity and \
+            self._recent.forgotten == forgotten
 
     @staticmethod
     def _key(record: dict[str, Any]) -> Key:
@@ -345,9 +374,12 @@ class LabelJoiner:
             rows.append(label, "unmatched", reason, now_ms, source)
 
     def _remember_join(self, key: Key, label: dict[str, Any], source: str) -> None:
-        self._joined[key] = _Joined(label["label"], label.get("value"), to_ms(label["label_time"]), source)
-        self._joined.move_to_end(key)
-        if len(self._joined) > self.joined_capacity:
+        joined = self._joined
+        again = key in joined
+        joined[key] = _new_joined((label["label"], label.get("value"), to_ms(label["label_time"]), source))
+        if again:
+            joined.move_to_end(key)
+        if len(joined) > self.joined_capacity:
             self._joined.popitem(last=False)
             self._joins_forgotten += 1
             self._joined_complete = False  # the store knows a join memory does not any more

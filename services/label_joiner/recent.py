@@ -9,6 +9,7 @@ per prediction, the event id string included.
 from __future__ import annotations
 
 import sys
+from functools import partial
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -43,6 +44,9 @@ class Joinable(NamedTuple):
                    to_ms(prediction["prediction_time"]))
 
 
+_new_joinable = partial(tuple.__new__, Joinable)  # from a tuple, without NamedTuple's Python-level __new__
+
+
 def _derived_id(event_id: str, model_version: int, role: str) -> str:
     """The predictor's prediction id (``event_id:model_version:role``): not stored when it is this."""
     return f"{event_id}:{model_version}:{role}"
@@ -63,6 +67,7 @@ class RecentPredictions:
     def __init__(self, capacity: int):
         self.capacity = max(int(capacity), 1)
         self._puts = 0  # predictions put so far: the next slot is _puts % capacity
+        self.forgotten = 0  # predictions forgotten to make room (not counting one replaced by its replay)
         self._slots: dict[str, dict[str, int]] = {}  # model -> event_id -> slot
         self._interned: dict[str, str] = {}
         self._allocate(min(self.capacity, 1024))
@@ -120,6 +125,7 @@ class RecentPredictions:
         if skip:
             columns = {name: list(columns[name][skip:]) for name in _KEPT}
             n -= skip
+            self.forgotten += skip
         if not n:
             return
         end = self._puts + n
@@ -137,6 +143,7 @@ class RecentPredictions:
                     by_event = self._slots[model]
                     if by_event.get(self._event_id[slot]) == slot:
                         del by_event[self._event_id[slot]]
+                        self.forgotten += 1
         models, roles = self._shared(columns["model"]), self._shared(columns["role"])
         event_ids, versions, ids = columns["event_id"], columns["model_version"], columns["prediction_id"]
         self._model[slots] = models
@@ -176,9 +183,8 @@ class RecentPredictions:
         event_ids = self._event_id[at].tolist()
         versions = self._model_version[at].tolist()
         roles = self._role[at].tolist()
-        return {key: Joinable(pid if pid is not None else _derived_id(event_id, version, role), version, role,
-                              score, label, event_time, prediction_time)
-                for key, pid, event_id, version, role, score, label, event_time, prediction_time in zip(
-                    found_keys, self._prediction_id[at].tolist(), event_ids, versions, roles,
-                    self._score[at].tolist(), self._predicted_label[at].tolist(), self._event_time[at].tolist(),
-                    self._prediction_time[at].tolist())}
+        ids = [pid if pid is not None else _derived_id(event_id, version, role) for pid, event_id, version, role
+               in zip(self._prediction_id[at].tolist(), event_ids, versions, roles)]
+        return dict(zip(found_keys, map(_new_joinable, zip(
+            ids, versions, roles, self._score[at].tolist(), self._predicted_label[at].tolist(),
+            self._event_time[at].tolist(), self._prediction_time[at].tolist()))))
