@@ -144,6 +144,10 @@ class _LabelRows:
                            to_ms(label["label_time"]), status, STATUS_RANK[status], reason, model_version,
                            predicted_label, error, event_time, now_ms, source))
 
+    def add(self, row: tuple) -> None:
+        """A row already in :data:`LABEL_COLUMNS` order (times in ms)."""
+        self._rows.append(row)
+
     def batch(self) -> ColumnBatch:
         if not self._rows:
             return _empty_labels()
@@ -386,24 +390,23 @@ class LabelJoiner:
 
     def _join(self, out: JoinOutput, rows: _LabelRows, label: dict[str, Any], prediction: Joinable, now_ms: int,
               source: str) -> None:
-        key = (label["model"], label["event_id"])
-        self._remember_join(key, label, source)
-        value = label.get("value")
+        model, event_id, truth, value = label["model"], label["event_id"], label["label"], label.get("value")
+        label_time = to_ms(label["label_time"])
+        self._remember_join((model, event_id), {"label": truth, "value": value, "label_time": label_time}, source)
         if value is not None:
             error = abs(float(value) - prediction.score)
         else:
-            error = 0.0 if prediction.predicted_label == label["label"] else 1.0
-        label_time = to_ms(label["label_time"])
+            error = 0.0 if prediction.predicted_label == truth else 1.0
         out.labeled.append(
             {
                 "prediction_id": prediction.prediction_id,
-                "event_id": key[1],
-                "model": key[0],
+                "event_id": event_id,
+                "model": model,
                 "model_version": prediction.model_version,
                 "role": prediction.role,
                 "score": prediction.score,
                 "predicted_label": prediction.predicted_label,
-                "label": label["label"],
+                "label": truth,
                 "value": value,
                 "error": error,
                 "event_time": prediction.event_time,
@@ -411,8 +414,8 @@ class LabelJoiner:
                 "label_time": label_time,
             }
         )
-        rows.append(label, "joined", "", now_ms, source, model_version=prediction.model_version,
-                    predicted_label=prediction.predicted_label, error=error, event_time=prediction.event_time)
+        rows.add((event_id, model, truth, value, label_time, "joined", STATUS_RANK["joined"], "",
+                  prediction.model_version, prediction.predicted_label, error, prediction.event_time, now_ms, source))
 
 
 def _ids_by_model(keys: list[Key]) -> dict[str, list[str]]:
