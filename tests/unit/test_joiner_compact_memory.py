@@ -54,10 +54,10 @@ def test_a_cached_prediction_takes_under_300_bytes_where_a_record_took_2_kb():
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        for start in range(0, 20_000, 1_000):
+        for start in range(0, 10_000, 1_000):
             joiner.process([_prediction(f"hull-event-{i:08d}") for i in range(start, start + 1_000)], [], now_ms=0)
         gc.collect()
-        per_entry = (tracemalloc.get_traced_memory()[0] - before) / 20_000
+        per_entry = (tracemalloc.get_traced_memory()[0] - before) / 10_000
     finally:
         tracemalloc.stop()
     assert per_entry <= 300, per_entry
@@ -95,3 +95,37 @@ def test_a_store_holding_more_joins_than_memory_keeps_is_still_asked():
     joiner.restore_joined(rows, all_joins=True)
     joiner.process([], [_label("new")], now_ms=0)
     assert asked == [["new"]]
+
+
+def test_the_service_over_a_store_reads_it_at_its_first_batch_and_after_a_rebalance_only(store):
+    from driftline.bus.base import Message
+    from driftline.codec import Codec, registry_client
+    from driftline.runner import Incoming
+    from driftline.services.label_joiner.service import LabelJoinerService
+    from driftline.topics import PREDICTIONS
+
+    codec = Codec(registry_client(None))
+    offsets = {PREDICTIONS: 0, LABELS: 0}
+
+    def incoming(topic: str, record: dict) -> Incoming:
+        value = codec.encode(topic, record)
+        offsets[topic] += 1
+        message = Message(topic, 0, offsets[topic], record["event_id"].encode(), value, 0)
+        return Incoming(topic, codec.decode(topic, value), message)
+
+    asked = []
+    query = store.query
+    store.query = lambda sql, parameters=None: asked.append(sql) or query(sql, parameters)
+    service = LabelJoinerService.over_store(store, label_ttl_ms=60_000, now_ms=0)
+    batches = [[incoming(PREDICTIONS, _prediction(f"h{b}-{i}")) for i in range(20)]
+               + [incoming(LABELS, _label(f"h{b}-{i}")) for i in range(20)] for b in range(3)]
+    out = service.handle(batches[0], now_ms=1)
+    startup = len(asked)
+    assert startup > 0 and len(out.records) == 20
+    for batch in batches[1:]:
+        assert len(service.handle(batch, now_ms=2).records) == 20
+    assert len(asked) == startup  # memory holds every join and prediction of the store: nothing asked
+    service.on_assignment(now_ms=3)  # partitions moved: read the store again
+    assert len(asked) > startup
+    retry = service.handle([incoming(LABELS, _label("h0-3"))], now_ms=4)  # the same label again: absorbed
+    assert retry.records == [] and "labels" not in retry.rows
