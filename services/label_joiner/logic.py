@@ -378,9 +378,12 @@ class LabelJoiner:
             rows.append(label, "unmatched", reason, now_ms, source)
 
     def _remember_join(self, key: Key, label: dict[str, Any], source: str) -> None:
+        self._remember(key, label["label"], label.get("value"), to_ms(label["label_time"]), source)
+
+    def _remember(self, key: Key, truth: str, value: float | None, label_time: int, source: str) -> None:
         joined = self._joined
         again = key in joined
-        joined[key] = _new_joined((label["label"], label.get("value"), to_ms(label["label_time"]), source))
+        joined[key] = _new_joined((truth, value, label_time, source))
         if again:
             joined.move_to_end(key)
         if len(joined) > self.joined_capacity:
@@ -392,7 +395,7 @@ class LabelJoiner:
               source: str) -> None:
         model, event_id, truth, value = label["model"], label["event_id"], label["label"], label.get("value")
         label_time = to_ms(label["label_time"])
-        self._remember_join((model, event_id), {"label": truth, "value": value, "label_time": label_time}, source)
+        self._remember((model, event_id), truth, value, label_time, source)
         if value is not None:
             error = abs(float(value) - prediction.score)
         else:
