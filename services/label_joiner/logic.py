@@ -14,8 +14,11 @@ and join each (model, event_id) once.
 Idempotent on (model, event_id): the first label joined for an event is the
 event's label. The joiner knows what it joined from a bounded memory of recent
 joins and, for older ones, the store (``joined_lookup``: ``labels FINAL WHERE
-status = 'joined'``, one query per model per batch). What arrives again for a
-joined event:
+status = 'joined'``, one query per model per batch). While memory holds every
+join and every champion prediction the store has (:meth:`LabelJoiner.restore_joined`,
+:meth:`LabelJoiner.restore_predictions` with nothing forgotten since), the store is
+not asked: what memory does not hold, the store does not either. What arrives again
+for a joined event:
 
 - **the same bus record again** (a replay: the joiner died after publishing
   ``labeled`` and before committing its offsets) is joined again *identically*:
@@ -33,6 +36,8 @@ The same holds for a label still pending: the first waits, a second is absorbed
 or refused.
 
 Pure logic: the runner supplies ``lookup`` and ``joined_lookup`` and does the I/O.
+Store rows come out column-wise (:class:`~driftline.store.ColumnBatch`, times in epoch
+ms); recent predictions are kept compactly (:mod:`.recent`).
 """
 
 from __future__ import annotations
