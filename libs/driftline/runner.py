@@ -24,7 +24,7 @@ from driftline.bus.single_owner import SingleOwnerConsumer
 from driftline.codec import Codec, UndecodableRecord
 from driftline.deadletter import dead_letter, dead_letter_row
 from driftline.failure import Backoff, CommitRefused, Outage, Stopped, is_transient, retry_transient
-from driftline.store import Store
+from driftline.store import ColumnBatch, Store
 from driftline.telemetry import OTHER, SERVICE_HEALTHY, UNDECODABLE, RunnerMetrics
 from driftline.timeutil import now_ms
 from driftline.topics import DLQ
@@ -34,15 +34,39 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Output:
-    """What a batch produced: records to publish, rows to store, and state to persist."""
+    """What a batch produced: records to publish, rows to store, and state to persist.
+
+    A table's rows are a list of dicts (:meth:`add_rows`) or, for a service that builds
+    them column-wise, a :class:`ColumnBatch` (:meth:`add_columns`); rows of both kinds
+    for one table end up in one batch, so the checkpoint makes one insert per table.
+    """
 
     records: list[tuple[str, str | None, dict[str, Any]]] = field(default_factory=list)  # (topic, key, record)
-    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # table -> rows
+    rows: dict[str, list[dict[str, Any]] | ColumnBatch] = field(default_factory=dict)  # table -> rows
     dead_reasons: dict[str, int] = field(default_factory=dict)  # reason category -> dead letters (metrics)
 
     def add_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
-        if rows:
+        if not rows:
+            return
+        held = self.rows.get(table)
+        if isinstance(held, ColumnBatch):
+            held.extend(ColumnBatch.from_rows(rows))
+        else:
             self.rows.setdefault(table, []).extend(rows)
+
+    def add_columns(self, table: str, batch: ColumnBatch) -> None:
+        """Rows given column-wise; the batch becomes this output's (rows added later extend it)."""
+        if not len(batch):
+            return
+        held = self.rows.get(table)
+        if held is None:
+            self.rows[table] = batch
+        elif isinstance(held, ColumnBatch):
+            held.extend(batch)
+        else:
+            merged = ColumnBatch.from_rows(held)
+            merged.extend(batch)
+            self.rows[table] = merged
 
     def publish(self, topic: str, key: str | None, record: dict[str, Any]) -> None:
         self.records.append((topic, key, record))
@@ -60,7 +84,10 @@ class Output:
         """Add ``other``'s records, rows and dead letters after this one's (order kept)."""
         self.records.extend(other.records)
         for table, rows in other.rows.items():
-            self.add_rows(table, rows)
+            if isinstance(rows, ColumnBatch):
+                self.add_columns(table, rows.copy())
+            else:
+                self.add_rows(table, rows)
         for reason, n in other.dead_reasons.items():
             self.dead_reasons[reason] = self.dead_reasons.get(reason, 0) + n
 

@@ -14,8 +14,11 @@ and join each (model, event_id) once.
 Idempotent on (model, event_id): the first label joined for an event is the
 event's label. The joiner knows what it joined from a bounded memory of recent
 joins and, for older ones, the store (``joined_lookup``: ``labels FINAL WHERE
-status = 'joined'``, one query per model per batch). What arrives again for a
-joined event:
+status = 'joined'``, one query per model per batch). While memory holds every
+join and every champion prediction the store has (:meth:`LabelJoiner.restore_joined`,
+:meth:`LabelJoiner.restore_predictions` with nothing forgotten since), the store is
+not asked: what memory does not hold, the store does not either. What arrives again
+for a joined event:
 
 - **the same bus record again** (a replay: the joiner died after publishing
   ``labeled`` and before committing its offsets) is joined again *identically*:
@@ -33,6 +36,8 @@ The same holds for a label still pending: the first waits, a second is absorbed
 or refused.
 
 Pure logic: the runner supplies ``lookup`` and ``joined_lookup`` and does the I/O.
+Store rows come out column-wise (:class:`~driftline.store.ColumnBatch`, times in epoch
+ms); recent predictions are kept compactly (:mod:`.recent`).
 """
 
 from __future__ import annotations
@@ -40,9 +45,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from operator import itemgetter
+from typing import Any, NamedTuple
 
-from driftline.timeutil import to_datetime, to_ms
+from driftline.store.columns import ColumnBatch
+from driftline.timeutil import to_ms
+from driftline.services.label_joiner.recent import Joinable, RecentPredictions
 
 STATUS_RANK = {"pending": 0, "unmatched": 1, "joined": 2}
 
@@ -56,6 +65,14 @@ Key = tuple[str, str]  # (model, event_id)
 #: Reasons a label is refused (dead-lettered by the service), as metric categories.
 DUPLICATE_LABEL = "duplicate_label"
 PENDING_FULL = "pending_full"
+
+#: The ``predictions`` table's columns, as the fields of a Prediction record.
+PREDICTION_COLUMNS = ("prediction_id", "event_id", "entity_id", "model", "model_version", "role", "score", "scores",
+                      "predicted_label", "numeric_features", "categorical_features", "event_time", "prediction_time")
+_TIME_COLUMNS = ("event_time", "prediction_time")
+#: The ``labels`` table's columns, in the order :class:`_LabelRows` appends them.
+LABEL_COLUMNS = ("event_id", "model", "label", "value", "label_time", "status", "status_rank", "reason",
+                 "model_version", "predicted_label", "error", "event_time", "updated_at", "source")
 
 
 def position(topic: str, partition: int, offset: int) -> str:
@@ -73,37 +90,101 @@ class Refused:
     category: str  # DUPLICATE_LABEL or PENDING_FULL
 
 
+def _empty_predictions() -> ColumnBatch:
+    return ColumnBatch({name: [] for name in PREDICTION_COLUMNS})
+
+
+def _empty_labels() -> ColumnBatch:
+    return ColumnBatch({name: [] for name in LABEL_COLUMNS})
+
+
 @dataclass
 class JoinOutput:
-    prediction_rows: list[dict[str, Any]] = field(default_factory=list)
-    label_rows: list[dict[str, Any]] = field(default_factory=list)
+    """A batch's result. Store rows come column-wise (times in epoch ms), ready for one insert per table."""
+
+    prediction_columns: ColumnBatch = field(default_factory=_empty_predictions)
+    label_columns: ColumnBatch = field(default_factory=_empty_labels)
     labeled: list[dict[str, Any]] = field(default_factory=list)
     refused: list[Refused] = field(default_factory=list)
     retries: int = 0  # labels equal to one joined (or pending) before: absorbed
     replays: int = 0  # records seen again at the position that joined them: joined again identically
 
+    @property
+    def prediction_rows(self) -> list[dict[str, Any]]:
+        """The ``predictions`` rows, one dict each."""
+        return self.prediction_columns.rows()
 
-@dataclass(frozen=True)
-class _Joined:
-    label: dict[str, Any]  # model, event_id, label, value, label_time of the label that joined
+    @property
+    def label_rows(self) -> list[dict[str, Any]]:
+        """The ``labels`` rows, one dict each."""
+        return self.label_columns.rows()
+
+
+class _Joined(NamedTuple):
+    """The label that joined an event (its time in ms) and where the record that joined it sits."""
+
+    label: str
+    value: float | None
+    label_time: int
     source: str  # bus position of the record whose handling made the join
 
+    def as_label(self, key: Key) -> dict[str, Any]:
+        return {"model": key[0], "event_id": key[1], "label": self.label, "value": self.value,
+                "label_time": self.label_time}
 
-def prediction_row(p: dict[str, Any]) -> dict[str, Any]:
-    """A Prediction record as a row of the ``predictions`` table."""
-    return {**p, "event_time": to_datetime(to_ms(p["event_time"])), "prediction_time": to_datetime(to_ms(p["prediction_time"]))}
+
+_new_joined = partial(tuple.__new__, _Joined)  # a _Joined from a tuple without NamedTuple's Python-level __new__
 
 
-def misclassification(prediction: dict[str, Any], label: dict[str, Any]) -> float:
+class _LabelRows:
+    """``labels`` rows appended one by one as tuples, turned into columns once (no dict per row)."""
+
+    def __init__(self) -> None:
+        self._rows: list[tuple] = []
+
+    def append(self, label: dict[str, Any], status: str, reason: str, now_ms: int, source: str,
+               model_version: int = 0, predicted_label: str = "", error: float | None = None,
+               event_time: int | None = None) -> None:
+        self._rows.append((label["event_id"], label["model"], label["label"], label.get("value"),
+                           to_ms(label["label_time"]), status, STATUS_RANK[status], reason, model_version,
+                           predicted_label, error, event_time, now_ms, source))
+
+    def add(self, row: tuple) -> None:
+        """A row already in :data:`LABEL_COLUMNS` order (times in ms)."""
+        self._rows.append(row)
+
+    def batch(self) -> ColumnBatch:
+        if not self._rows:
+            return _empty_labels()
+        return ColumnBatch(dict(zip(LABEL_COLUMNS, map(list, zip(*self._rows)))))
+
+
+def prediction_columns(predictions: list[dict[str, Any]]) -> ColumnBatch:
+    """Prediction records as ``predictions`` columns (times in epoch ms)."""
+    if not predictions:
+        return _empty_predictions()
+    columns = dict(zip(PREDICTION_COLUMNS, map(list, zip(*map(itemgetter(*PREDICTION_COLUMNS), predictions)))))
+    for name in _TIME_COLUMNS:
+        values = columns[name]
+        if not all(type(v) is int for v in values):
+            columns[name] = [to_ms(v) for v in values]
+    return ColumnBatch(columns)
+
+
+def misclassification(prediction: dict[str, Any] | Joinable, label: dict[str, Any]) -> float:
     """The error stream's element: 0/1 misclassification for a classifier (two classes or more:
     the predicted class against the true one), absolute error ``|value - score|`` for a regressor.
 
     Ingest gives a label a ``value`` only when its model's contract says ``regression``,
     so the label alone says which applies, also for labels joined from the store.
     """
+    if isinstance(prediction, Joinable):
+        score, predicted_label = prediction.score, prediction.predicted_label
+    else:
+        score, predicted_label = prediction["score"], prediction["predicted_label"]
     if label.get("value") is not None:
-        return abs(float(label["value"]) - float(prediction["score"]))
-    return 0.0 if prediction["predicted_label"] == label["label"] else 1.0
+        return abs(float(label["value"]) - float(score))
+    return 0.0 if predicted_label == label["label"] else 1.0
 
 
 def _same_truth(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -124,7 +205,8 @@ class LabelJoiner:
     label_ttl_ms
         How long an early label waits for its prediction before it is logged as unmatched.
     recent_capacity
-        Champion predictions kept in memory for fast joins.
+        Champion predictions kept in memory for fast joins (only the fields a join needs:
+        :class:`~driftline.services.label_joiner.recent.RecentPredictions`).
     joined_lookup
         Finds labels joined earlier and no longer remembered: ``(model, event_ids) -> {event_id: row}``
         (``label``, ``value``, ``label_time``, ``source``). None: only the joins remembered count.
@@ -143,39 +225,55 @@ class LabelJoiner:
         self.recent_capacity = recent_capacity
         self.joined_capacity = joined_capacity
         self.max_pending = max_pending
-        self._recent: OrderedDict[Key, dict[str, Any]] = OrderedDict()
+        self._recent = RecentPredictions(recent_capacity)
         self._joined: OrderedDict[Key, _Joined] = OrderedDict()
+        # True while every join the store holds for this instance's events is also in _joined
+        # (:meth:`restore_joined` with ``all_joins``, nothing forgotten since): the store need not be asked.
+        self._joined_complete = False
+        self._joins_forgotten = 0
+        # The same for champion predictions and ``lookup`` (:meth:`restore_predictions`).
+        self._predictions_complete = False
+        self._predictions_forgotten = 0
         self.pending: dict[Key, tuple[dict[str, Any], int, str]] = {}  # key -> (label, deadline ms, source)
 
     def process(self, predictions: list[dict[str, Any]], labels: list[dict[str, Any]], now_ms: int,
                 prediction_sources: list[str] | None = None, label_sources: list[str] | None = None) -> JoinOutput:
         """Join a batch. ``*_sources`` are the records' bus positions (:func:`position`), in order;
         without them every record counts as new to the bus (no replay is recognised)."""
-        out = JoinOutput(prediction_rows=[prediction_row(p) for p in predictions])
+        out = JoinOutput(prediction_columns=prediction_columns(predictions))
+        rows = _LabelRows()
         prediction_sources = prediction_sources or [None] * len(predictions)
         label_sources = label_sources or [None] * len(labels)
-        for p, source in zip(predictions, prediction_sources):
-            if p["role"] != "champion":
-                continue
-            key = (p["model"], p["event_id"])
-            self._remember(key, p)
-            waiting = self.pending.pop(key, None)
-            if waiting is not None:
-                self._join(out, waiting[0], p, now_ms, source or "")
-            elif source is not None and (joined := self._joined.get(key)) is not None and joined.source == source:
-                # The prediction that joined this label, replayed: the same join, the same record.
-                out.replays += 1
-                self._join(out, joined.label, p, now_ms, source)
-        self._load_joined([label for label in labels if self._key(label) not in self._joined
-                           and self._key(label) not in self.pending])
-        wanted = [label for label, source in zip(labels, label_sources)
-                  if self._key(label) not in self._recent and self._key(label) not in self.pending
-                  and (self._key(label) not in self._joined
-                       or (source is not None and self._joined[self._key(label)].source == source))]
-        found = self._find_predictions(wanted)
-        for label, source in zip(labels, label_sources):
-            self._label(out, label, source, found, now_ms)
-        self._expire(out, now_ms)
+        roles = out.prediction_columns.columns["role"]
+        champion_rows = [i for i, role in enumerate(roles) if role == "champion"]
+        self._recent.put_columns(out.prediction_columns.columns,
+                                 None if len(champion_rows) == len(roles) else champion_rows)
+        champions = [(predictions[i], prediction_sources[i]) for i in champion_rows]
+        joined, pending = self._joined, self.pending
+        if pending or joined:
+            for p, source in champions:
+                key = (p["model"], p["event_id"])
+                waiting = pending.pop(key, None)
+                if waiting is not None:
+                    self._join(out, rows, waiting[0], Joinable.of(p), now_ms, source or "")
+                elif source is not None and (done := joined.get(key)) is not None and done.source == source:
+                    # The prediction that joined this label, replayed: the same join, the same record.
+                    out.replays += 1
+                    self._join(out, rows, done.as_label(key), Joinable.of(p), now_ms, source)
+        keys = [(label["model"], label["event_id"]) for label in labels]
+        self._load_joined([key for key in keys if key not in joined and key not in pending])
+        known = self._recent.get_many(keys)
+        wanted = [key for key, source in zip(keys, label_sources)
+                  if key not in known and key not in pending
+                  and ((done := joined.get(key)) is None or (source is not None and done.source == source))]
+        if self._recent.forgotten != self._predictions_forgotten:
+            self._predictions_complete = False  # the store holds predictions memory does not any more
+        if not self._predictions_complete:
+            known.update(self._find_predictions(wanted))
+        for label, key, source in zip(labels, keys, label_sources):
+            self._label(out, rows, label, key, source, known, now_ms)
+        self._expire(rows, now_ms)
+        out.label_columns = rows.batch()
         return out
 
     def restore_pending(self, labels: list[dict[str, Any]], now_ms: int) -> None:
@@ -186,37 +284,61 @@ class LabelJoiner:
             if key not in self.pending and key not in self._joined:
                 self.pending[key] = (label, now_ms + self.label_ttl_ms, label.get("source") or "")
 
-    def restore_joined(self, rows: list[dict[str, Any]]) -> None:
+    def restore_joined(self, rows: list[dict[str, Any]], all_joins: bool = False) -> None:
         """Recent joins the store holds (``label``, ``value``, ``label_time``, ``source``), oldest first:
-        a replay of the records that made them is then recognised after a restart."""
+        a replay of the records that made them is then recognised after a restart.
+
+        ``all_joins``: the rows are every join the store holds for the events this instance
+        reads, and no other instance writes joins for them until the next call (the service
+        calls this once it owns its partitions and after each rebalance). Then, as long as
+        no join is forgotten (``joined_capacity``), labels are checked against memory alone,
+        without a ``joined_lookup`` per batch.
+        """
+        self._joined_complete = False
+        forgotten = self._joins_forgotten
         for row in rows:
             self._remember_join(self._key(row), row, row.get("source") or "")
+        self._joined_complete = all_joins and len(rows) < self.joined_capacity and self._joins_forgotten == forgotten
+
+    def restore_predictions(self, predictions: list[dict[str, Any]], all_predictions: bool = False) -> None:
+        """Champion predictions the store holds (records or ``predictions`` rows), oldest first.
+
+        ``all_predictions``: they are every champion prediction the store holds for the events
+        this instance reads (as for :meth:`restore_joined`). Then, until memory forgets one
+        (``recent_capacity``), a label whose prediction is not in memory has none in the store
+        either, and waits without a ``lookup``.
+        """
+        self._predictions_complete = False
+        forgotten = self._recent.forgotten
+        self._recent.put(predictions)
+        self._predictions_forgotten = self._recent.forgotten
+        self._predictions_complete = all_predictions and len(predictions) < self.recent_capacity and \
+            self._recent.forgotten == forgotten
 
     @staticmethod
     def _key(record: dict[str, Any]) -> Key:
         return record["model"], record["event_id"]
 
-    def _label(self, out: JoinOutput, label: dict[str, Any], source: str | None,
-               found: dict[Key, dict[str, Any]], now_ms: int) -> None:
-        key = self._key(label)
+    def _label(self, out: JoinOutput, rows: _LabelRows, label: dict[str, Any], key: Key, source: str | None,
+               known: dict[Key, Joinable], now_ms: int) -> None:
         joined = self._joined.get(key)
         if joined is not None:
             if source is not None and joined.source == source:
-                prediction = self._recent.get(key) or found.get(key)
+                prediction = known.get(key)
                 if prediction is not None:  # the prediction is always found: it was joined once
                     out.replays += 1
-                    self._join(out, label, prediction, now_ms, source)
+                    self._join(out, rows, label, prediction, now_ms, source)
                     return
-            self._again(out, label, source, joined.label, "was joined")
+            self._again(out, label, source, joined.as_label(key), "was joined")
             return
         waiting = self.pending.get(key)
         if waiting is not None:
             if source is None or waiting[2] != source:
                 self._again(out, label, source, waiting[0], "is waiting for its prediction")
             return  # the same pending label replayed: it already waits
-        prediction = self._recent.get(key) or found.get(key)
+        prediction = known.get(key)
         if prediction is not None:
-            self._join(out, label, prediction, now_ms, source or "")
+            self._join(out, rows, label, prediction, now_ms, source or "")
         elif len(self.pending) >= self.max_pending:
             out.refused.append(Refused(label, source, (
                 f"pending labels full: {self.max_pending} labels already wait for their predictions "
@@ -224,9 +346,7 @@ class LabelJoiner:
                 "prediction exists"), PENDING_FULL))
         else:
             self.pending[key] = (label, now_ms + self.label_ttl_ms, source or "")
-            row = self._label_row(label, "pending", "waiting for its prediction", now_ms)
-            row["source"] = source or ""
-            out.label_rows.append(row)
+            rows.append(label, "pending", "waiting for its prediction", now_ms, source or "")
 
     def _again(self, out: JoinOutput, label: dict[str, Any], source: str | None, first: dict[str, Any],
                state: str) -> None:
@@ -240,91 +360,74 @@ class LabelJoiner:
             f"duplicate label for event {label['event_id']!r} of model {label['model']!r}: {mine!r} arrived after "
             f"{shown!r}, which {state}; the first label wins"), DUPLICATE_LABEL))
 
-    def _load_joined(self, labels: list[dict[str, Any]]) -> None:
+    def _load_joined(self, keys: list[Key]) -> None:
         """Ask the store which of these events were joined before: one query per model."""
-        if self.joined_lookup is None:
+        if self.joined_lookup is None or self._joined_complete:
             return
-        for model, event_ids in _ids_by_model(labels).items():
+        for model, event_ids in _ids_by_model(keys).items():
             for event_id, row in self.joined_lookup(model, event_ids).items():
-                self._remember_join((model, event_id), {**row, "model": model, "event_id": event_id},
-                                    row.get("source") or "")
+                self._remember_join((model, event_id), row, row.get("source") or "")
 
-    def _find_predictions(self, labels: list[dict[str, Any]]) -> dict[Key, dict[str, Any]]:
-        found: dict[Key, dict[str, Any]] = {}
-        for model, event_ids in _ids_by_model(labels).items():
+    def _find_predictions(self, keys: list[Key]) -> dict[Key, Joinable]:
+        found: dict[Key, Joinable] = {}
+        for model, event_ids in _ids_by_model(keys).items():
             for event_id, prediction in self.lookup(model, event_ids).items():
-                found[(model, event_id)] = prediction
+                found[(model, event_id)] = Joinable.of(prediction)
         return found
 
-    def _expire(self, out: JoinOutput, now_ms: int) -> None:
+    def _expire(self, rows: _LabelRows, now_ms: int) -> None:
         expired = [key for key, (_, deadline, _) in self.pending.items() if deadline <= now_ms]
         for key in expired:
             label, _, source = self.pending.pop(key)
             reason = f"no prediction for event {label['event_id']!r} of model {label['model']!r} within {self.label_ttl_ms} ms"
-            row = self._label_row(label, "unmatched", reason, now_ms)
-            row["source"] = source
-            out.label_rows.append(row)
-
-    def _remember(self, key: Key, prediction: dict[str, Any]) -> None:
-        self._recent[key] = prediction
-        if len(self._recent) > self.recent_capacity:
-            self._recent.popitem(last=False)
+            rows.append(label, "unmatched", reason, now_ms, source)
 
     def _remember_join(self, key: Key, label: dict[str, Any], source: str) -> None:
-        self._joined[key] = _Joined({k: label.get(k) for k in ("model", "event_id", "label", "value", "label_time")},
-                                    source)
-        self._joined.move_to_end(key)
-        if len(self._joined) > self.joined_capacity:
-            self._joined.popitem(last=False)
+        self._remember(key, label["label"], label.get("value"), to_ms(label["label_time"]), source)
 
-    def _join(self, out: JoinOutput, label: dict[str, Any], prediction: dict[str, Any], now_ms: int,
+    def _remember(self, key: Key, truth: str, value: float | None, label_time: int, source: str) -> None:
+        joined = self._joined
+        again = key in joined
+        joined[key] = _new_joined((truth, value, label_time, source))
+        if again:
+            joined.move_to_end(key)
+        if len(joined) > self.joined_capacity:
+            self._joined.popitem(last=False)
+            self._joins_forgotten += 1
+            self._joined_complete = False  # the store knows a join memory does not any more
+
+    def _join(self, out: JoinOutput, rows: _LabelRows, label: dict[str, Any], prediction: Joinable, now_ms: int,
               source: str) -> None:
-        self._remember_join(self._key(label), label, source)
-        error = misclassification(prediction, label)
+        model, event_id, truth, value = label["model"], label["event_id"], label["label"], label.get("value")
+        label_time = to_ms(label["label_time"])
+        self._remember((model, event_id), truth, value, label_time, source)
+        if value is not None:
+            error = abs(float(value) - prediction.score)
+        else:
+            error = 0.0 if prediction.predicted_label == truth else 1.0
         out.labeled.append(
             {
-                "prediction_id": prediction["prediction_id"],
-                "event_id": label["event_id"],
-                "model": label["model"],
-                "model_version": prediction["model_version"],
-                "role": prediction["role"],
-                "score": prediction["score"],
-                "predicted_label": prediction["predicted_label"],
-                "label": label["label"],
-                "value": label.get("value"),
+                "prediction_id": prediction.prediction_id,
+                "event_id": event_id,
+                "model": model,
+                "model_version": prediction.model_version,
+                "role": prediction.role,
+                "score": prediction.score,
+                "predicted_label": prediction.predicted_label,
+                "label": truth,
+                "value": value,
                 "error": error,
-                "event_time": to_ms(prediction["event_time"]),
-                "prediction_time": to_ms(prediction["prediction_time"]),
-                "label_time": to_ms(label["label_time"]),
+                "event_time": prediction.event_time,
+                "prediction_time": prediction.prediction_time,
+                "label_time": label_time,
             }
         )
-        row = self._label_row(label, "joined", "", now_ms)
-        row.update(model_version=prediction["model_version"], predicted_label=prediction["predicted_label"],
-                   error=error, event_time=to_datetime(to_ms(prediction["event_time"])), source=source)
-        out.label_rows.append(row)
-
-    @staticmethod
-    def _label_row(label: dict[str, Any], status: str, reason: str, now_ms: int) -> dict[str, Any]:
-        return {
-            "event_id": label["event_id"],
-            "model": label["model"],
-            "label": label["label"],
-            "value": label.get("value"),
-            "label_time": to_datetime(to_ms(label["label_time"])),
-            "status": status,
-            "status_rank": STATUS_RANK[status],
-            "reason": reason,
-            "model_version": 0,
-            "predicted_label": "",
-            "error": None,
-            "event_time": None,
-            "updated_at": to_datetime(now_ms),
-            "source": "",
-        }
+        rows.add((event_id, model, truth, value, label_time, "joined", STATUS_RANK["joined"], "",
+                  prediction.model_version, prediction.predicted_label, error, prediction.event_time, now_ms, source))
 
 
-def _ids_by_model(labels: list[dict[str, Any]]) -> dict[str, list[str]]:
+def _ids_by_model(keys: list[Key]) -> dict[str, list[str]]:
     by_model: dict[str, set[str]] = {}
-    for label in labels:
-        by_model.setdefault(label["model"], set()).add(label["event_id"])
+    for model, event_id in keys:
+        by_model.setdefault(model, set()).add(event_id)
     return {model: sorted(ids) for model, ids in by_model.items()}

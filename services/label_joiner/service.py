@@ -49,13 +49,26 @@ WHERE status = 'joined' ORDER BY updated_at DESC LIMIT {n:UInt64}
 """
 
 
+#: Champion predictions, for a joiner to hold them all when they fit in its memory.
+_CHAMPIONS_COUNT_SQL = "SELECT count() FROM predictions WHERE role = 'champion'"
+_CHAMPIONS_SQL = """
+SELECT prediction_id, event_id, model, model_version, role, score, predicted_label, event_time, prediction_time
+FROM predictions FINAL WHERE role = 'champion' ORDER BY prediction_time
+"""
+
+
 class LabelJoinerService:
     name = SERVICE
     topics = [PREDICTIONS, LABELS]
 
-    def __init__(self, joiner: LabelJoiner, pending_in_store: Callable[[], list[dict[str, Any]]] | None = None):
+    def __init__(self, joiner: LabelJoiner, pending_in_store: Callable[[], list[dict[str, Any]]] | None = None,
+                 joins_in_store: Callable[[], list[dict[str, Any]]] | None = None,
+                 predictions_in_store: Callable[[], list[dict[str, Any]] | None] | None = None):
         self.joiner = joiner
         self.pending_in_store = pending_in_store
+        self.joins_in_store = joins_in_store
+        self.predictions_in_store = predictions_in_store
+        self._memory_loaded = joins_in_store is None and predictions_in_store is None
 
     def on_assignment(self, now_ms: int) -> None:
         """Partitions moved to this instance (another one joined or left the group): labels that
@@ -65,6 +78,20 @@ class LabelJoinerService:
         store keeps ``joined``, the higher status.)"""
         if self.pending_in_store is not None:
             self.joiner.restore_pending(self.pending_in_store(), now_ms)
+        self._load_memory()
+
+    def _load_memory(self) -> None:
+        """The store's newest joins and champion predictions, once this instance owns its partitions
+        (its first batch) and after every rebalance: the previous owners' rows are written by then,
+        so a joiner that holds them all checks new labels in memory instead of asking the store
+        every batch (a store holding more than memory keeps is still asked)."""
+        if self.joins_in_store is not None:
+            self.joiner.restore_joined(self.joins_in_store(), all_joins=True)
+        if self.predictions_in_store is not None:
+            predictions = self.predictions_in_store()
+            if predictions is not None:
+                self.joiner.restore_predictions(predictions, all_predictions=True)
+        self._memory_loaded = True
 
     @classmethod
     def over_store(cls, store: Store, label_ttl_ms: int, now_ms: int, max_pending: int = 100_000,
@@ -85,21 +112,33 @@ class LabelJoinerService:
 
         joiner = LabelJoiner(lookup, label_ttl_ms=label_ttl_ms, joined_lookup=joined_lookup,
                              joined_capacity=joined_capacity, max_pending=max_pending)
+        def joins_in_store() -> list[dict[str, Any]]:
+            columns, rows = store.query(_RECENT_JOINS_SQL, {"n": joined_capacity})
+            return [dict(zip(columns, row)) for row in reversed(rows)]
+
+        def predictions_in_store() -> list[dict[str, Any]] | None:
+            """All champion predictions, oldest first, or None when there are more than memory keeps."""
+            if store.scalar(_CHAMPIONS_COUNT_SQL) >= joiner.recent_capacity:  # counts replays too: a bound
+                return None
+            columns, rows = store.query(_CHAMPIONS_SQL)
+            return [dict(zip(columns, row)) for row in rows]
+
         joiner.restore_pending(pending_in_store(), now_ms)
-        columns, rows = store.query(_RECENT_JOINS_SQL, {"n": joined_capacity})
-        joiner.restore_joined([dict(zip(columns, row)) for row in reversed(rows)])
-        return cls(joiner, pending_in_store)
+        return cls(joiner, pending_in_store, joins_in_store, predictions_in_store)
 
     def handle(self, batch: list[Incoming], now_ms: int) -> Output:
+        if not self._memory_loaded:
+            self._load_memory()
         predictions = [item for item in batch if item.topic == PREDICTIONS]
         labels = [item for item in batch if item.topic == LABELS]
-        sources = {position(i.message.topic, i.message.partition, i.message.offset): i for i in labels}
+        label_sources = [_position(i) for i in labels]
         joined = self.joiner.process([i.record for i in predictions], [i.record for i in labels], now_ms,
                                      prediction_sources=[_position(i) for i in predictions],
-                                     label_sources=[_position(i) for i in labels])
+                                     label_sources=label_sources)
+        sources = dict(zip(label_sources, labels)) if joined.refused else {}
         out = Output()
-        out.add_rows("predictions", joined.prediction_rows)
-        out.add_rows("labels", joined.label_rows)
+        out.add_columns("predictions", joined.prediction_columns)
+        out.add_columns("labels", joined.label_columns)
         for record in joined.labeled:
             out.publish(LABELED, record["event_id"], record)
         for refused in joined.refused:
@@ -113,4 +152,5 @@ class LabelJoinerService:
 
 
 def _position(item: Incoming) -> str:
-    return position(item.message.topic, item.message.partition, item.message.offset)
+    message = item.message
+    return f"{message.topic}/{message.partition}/{message.offset}"  # position(), inlined: once per record

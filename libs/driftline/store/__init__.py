@@ -15,8 +15,11 @@ from typing import Any
 
 import clickhouse_connect
 
+from driftline.store.columns import ColumnBatch
 from driftline.store.credentials import credentials_for_dsn
 from driftline.store.ddl import MIGRATIONS
+
+__all__ = ["ColumnBatch", "Store"]
 
 
 class Store:
@@ -41,6 +44,7 @@ class Store:
         # chDB runs in our process and a clickhouse-connect client is not thread-safe:
         # services that share a store in embedded mode take turns.
         self._lock = threading.Lock()
+        self._types: dict[tuple[str, tuple[str, ...]], list[Any]] = {}  # (table, columns) -> column types
 
     def migrate(self) -> list[int]:
         """Apply the migrations not yet recorded; return the versions applied now."""
@@ -51,6 +55,7 @@ class Store:
             )
             done = {row[0] for row in self._client.query("SELECT version FROM schema_migrations").result_rows}
             applied = []
+            self._types.clear()  # a migration may change a table's columns
             for version, name, statements in MIGRATIONS:
                 if version in done:
                     continue
@@ -60,14 +65,37 @@ class Store:
                 applied.append(version)
             return applied
 
-    def insert(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert rows (dicts with the same keys) in one batch."""
+    def insert(self, table: str, rows: Sequence[dict[str, Any]] | ColumnBatch,
+               settings: dict[str, Any] | None = None) -> None:
+        """Insert rows in one batch: dicts with the same keys, or a :class:`ColumnBatch`.
+
+        ``settings`` are ClickHouse settings for this insert only (for example an
+        ``insert_deduplication_token``).
+        """
         if not rows:
             return
-        columns = list(rows[0])
-        data = [[row[c] for row in rows] for c in columns]
+        if isinstance(rows, ColumnBatch):
+            columns, data = list(rows.columns), list(rows.columns.values())
+        else:
+            columns = list(rows[0])
+            data = [[row[c] for row in rows] for c in columns]
         with self._lock:
-            self._client.insert(table, data, column_names=columns, column_oriented=True)
+            types = self._column_types(table, columns)
+            try:
+                self._client.insert(table, data, column_names=columns, column_types=types, column_oriented=True,
+                                    settings=settings)
+            except Exception:
+                self._types.pop((table, tuple(columns)), None)  # the table may have changed: ask again next time
+                raise
+
+    def _column_types(self, table: str, columns: list[str]) -> list[Any]:
+        """The columns' ClickHouse types, asked once per table and column list (clickhouse-connect
+        would otherwise send a ``DESCRIBE TABLE`` before every insert: a round trip each)."""
+        key = (table, tuple(columns))
+        types = self._types.get(key)
+        if types is None:
+            types = self._types[key] = list(self._client.create_insert_context(table, columns).column_types)
+        return types
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> tuple[list[str], list[tuple]]:
         """Column names and rows."""
