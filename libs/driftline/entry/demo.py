@@ -25,7 +25,7 @@ import pandas as pd
 from driftline import __version__
 from driftline.bus import next_offsets
 from driftline.config import Settings
-from driftline.entry.embedded import Embedded
+from driftline.entry.embedded import Embedded, settle_heap
 from driftline.models import DEFAULT_RECIPE
 from driftline.entry.scenario import CATEGORICAL, CONTRACT, MODEL, NUMERIC, Batch, CreditScenario
 from driftline.timeutil import to_datetime
@@ -226,6 +226,7 @@ def run_demo(settings: Settings, plan: DemoPlan, progress: bool = True, report_p
     app = Embedded(settings)
     try:
         first_version = train_first_model(app, CreditScenario(seed=scenario.seed))  # trained before any drift
+        settle_heap()  # the first model and what training loaded live as long as the demo
         monitor = Monitor(app)
         bar = Progress(plan.events) if progress else None
         labels_sent = 0
