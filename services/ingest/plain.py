@@ -77,11 +77,17 @@ def _floats_fine(values: list[Any], bounds: Bounds) -> bool:
     return bounds.max_abs_number is None or max(map(abs, values)) <= bounds.max_abs_number
 
 
+def _same(mapping: dict) -> dict:
+    return mapping
+
+
 def _sorter(keys: tuple[str, ...]) -> Callable[[dict], dict]:
-    """A copy of a map with these keys, in key order (the canonical record, see ``Ingest._event``)."""
+    """A map with these keys in key order (the canonical record, see ``Ingest._event``): the map
+    itself when it is in order already (ingest only reads it, and keeps it no longer than the
+    request), else a copy in order."""
     ordered = tuple(sorted(keys))
     if ordered == keys:
-        return dict
+        return _same
     return lambda mapping: {k: mapping[k] for k in ordered}
 
 
