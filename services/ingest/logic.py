@@ -198,11 +198,8 @@ class Ingest:
         self.contract_of = contract_of
         self.bounds = bounds or Bounds()
         self.clock = clock
-        # Feature maps nest 2 deep, a label 1 deep: with a tighter max_depth only the slow path words it.
-        self._plain_events = (PlainEvents(contract_of, self.bounds)
-                              if prove_plain and self.bounds.max_depth >= 2 else None)
-        self._plain_labels = (PlainLabels(contract_of, self.bounds)
-                              if prove_plain and self.bounds.max_depth >= 1 else None)
+        self._plain_events = PlainEvents(contract_of, self.bounds) if prove_plain else None
+        self._plain_labels = PlainLabels(contract_of, self.bounds) if prove_plain else None
 
     def events(self, records: list[RawRecord]) -> Validation:
         return self._validate(records, FeatureEventIn, self._event, self._plain_events)

@@ -114,9 +114,13 @@ class PlainEvents:
         self.contract_of = contract_of
         self.bounds = bounds
         self._sorters: dict[tuple[str, ...], Callable[[dict], dict]] = {}
+        # Bounds so tight that the field names themselves break them: only the slow path words that.
+        self._usable = bounds.max_depth >= 2 and bounds.max_string_chars >= max(map(len, EVENT_FIELDS))
 
     def __call__(self, values: list[Any], now: int) -> dict[int, dict[str, Any]]:
         """Position in ``values`` -> canonical record, for every record proven valid."""
+        if not self._usable:
+            return {}
         return _proven(values, lambda group: self._records(group, now))
 
     def _records(self, values: list[Any], now: int) -> list[dict[str, Any]] | None:
@@ -174,9 +178,12 @@ class PlainLabels:
     def __init__(self, contract_of: Callable[[str], FeatureContract | None], bounds: Bounds):
         self.contract_of = contract_of
         self.bounds = bounds
+        self._usable = bounds.max_depth >= 1 and bounds.max_string_chars >= max(map(len, LABEL_FIELDS))
 
     def __call__(self, values: list[Any], now: int) -> dict[int, dict[str, Any]]:
         """Position in ``values`` -> canonical record, for every record proven valid."""
+        if not self._usable:
+            return {}
         return _proven(values, lambda group: self._records(group, now))
 
     def _records(self, values: list[Any], now: int) -> list[dict[str, Any]] | None:

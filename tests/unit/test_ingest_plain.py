@@ -133,7 +133,8 @@ def test_each_odd_label_in_a_plain_batch_is_decided_as_alone(position):
 
 
 @pytest.mark.parametrize("bounds", [Bounds(max_abs_number=100.0), Bounds(max_string_chars=4), Bounds(max_features=2),
-                                    Bounds(max_depth=1), Bounds(max_past_ms=None, max_future_ms=0)])
+                                    Bounds(max_depth=1), Bounds(max_depth=0), Bounds(max_past_ms=None, max_future_ms=0),
+                                    Bounds(max_string_chars=12)])  # 12: shorter than "numeric_features"
 def test_tighter_bounds_are_held_on_the_fast_path_too(bounds):
     fast, slow = both([event(i) for i in range(40)] + odd_events(), "events", bounds)
     assert fast == slow
