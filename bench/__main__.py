@@ -6,7 +6,8 @@ import importlib
 import json
 import sys
 
-BENCHES = ["codec", "embedded_pipeline", "psi_vs_evidently", "kafka_pipeline", "up_http", "scale_out", "overload", "detection"]
+BENCHES = ["codec", "embedded_pipeline", "memory", "psi_vs_evidently", "kafka_pipeline", "up_http", "scale_out",
+           "overload", "detection"]
 
 
 def main(argv: list[str]) -> int:

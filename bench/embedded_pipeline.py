@@ -4,6 +4,12 @@ The ratio says what share of the raw transport speed the full pipeline keeps
 (ingest validation, scoring, logging to chDB, joining labels, drift detection,
 retraining). The run also splits the pipeline's time by service, which gives
 the drift-detector's cost per event as a share of the whole pipeline's.
+
+It also runs ``driftline demo`` now and at the baseline commit of issue 12
+(:mod:`bench.baseline`), each in a subprocess, in this same run, and prints both
+events/s and their ratio (the target is 3). ``BENCH_EVENTS`` sets the events of
+every run (default 50,000); ``BENCH_BASELINE=0`` skips the baseline comparison,
+``BENCH_BASELINE_REPEATS`` runs each side that many times, alternating (best kept).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import tempfile
 import time
 from collections import defaultdict
 
+from bench.baseline import now_vs_baseline
 from bench.common import report, timed
 from driftline.bus import next_offsets
 from driftline.bus.memory import MemoryBus
@@ -24,6 +31,8 @@ from driftline.entry.scenario import CreditScenario
 from driftline.topics import FEATURES
 
 EVENTS = int(os.environ.get("BENCH_EVENTS", "50000"))
+BASELINE = os.environ.get("BENCH_BASELINE", "1") != "0"
+BASELINE_REPEATS = int(os.environ.get("BENCH_BASELINE_REPEATS", "1"))
 
 
 def transport_only(events: list[dict]) -> float:
@@ -72,7 +81,7 @@ def run() -> dict:
     summary, spent = pipeline_with_service_times()
     pipeline = summary["events_per_s"]
     total_s = summary["elapsed_s"]
-    return report(
+    line = report(
         "embedded_pipeline", events=EVENTS, pipeline_events_per_s=round(pipeline),
         transport_events_per_s=round(baseline), ratio=round(pipeline / baseline, 3),
         drift_detector_us_per_event=round(spent.get("drift-detector", 0.0) / EVENTS * 1e6, 1),
@@ -80,3 +89,10 @@ def run() -> dict:
         drift_detector_share=round(spent.get("drift-detector", 0.0) / total_s, 3),
         service_share={name: round(s / total_s, 3) for name, s in sorted(spent.items())},
     )
+    if not BASELINE:
+        return line
+    versus = now_vs_baseline(EVENTS, BASELINE_REPEATS)
+    if "baseline_skipped" in versus:
+        print(f"embedded_pipeline: baseline comparison SKIPPED: {versus['baseline_skipped']}", flush=True)
+    compared = report("embedded_pipeline_vs_baseline", events=EVENTS, **versus, target_ratio=3)
+    return {**line, **{k: v for k, v in compared.items() if k not in line}}

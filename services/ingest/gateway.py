@@ -35,6 +35,7 @@ byte-identical retry of an accepted event, answered "already accepted").
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -47,7 +48,7 @@ from driftline.codec import Codec
 from driftline.deadletter import dead_letter, dead_letter_row
 from driftline.failure import is_transient
 from driftline.store import Store
-from driftline.timeutil import now_ms, to_datetime
+from driftline.timeutil import now_ms
 from driftline.topics import DLQ, FEATURES, LABELS, RECORD_OF_TOPIC
 from driftline.services.ingest.body import BodyRejected, RawRecord, split_body
 from driftline.services.ingest.duplicates import Claim, Verdict, canonical_digest, decide
@@ -60,9 +61,14 @@ ROUTES = {FEATURES: "/v1/events", LABELS: "/v1/labels"}
 ACCEPTED_TABLE = "ingest_accepted"
 #: Seconds a client is asked to wait before retrying what the bus or the store refused.
 RETRY_AFTER_S = 1
+#: The event ids travel as one JSON array, hex-encoded into the query text: binding 1,000 ids
+#: as an Array(String) parameter cost clickhouse-connect 4.2 ms in Python (it escapes each
+#: character in a generator), the hex 0.09 ms. Hex digits need no escaping and cannot end the
+#: literal, so no event id can change the query.
 _ACCEPTED_BEFORE = (
     f"SELECT model, event_id, digest FROM {ACCEPTED_TABLE} "
-    "WHERE model IN {models:Array(String)} AND event_id IN {event_ids:Array(String)} ORDER BY accepted_at"
+    "WHERE model IN {{models:Array(String)}} "
+    "AND event_id IN (SELECT arrayJoin(JSONExtract(unhex('{event_ids_hex}'), 'Array(String)'))) ORDER BY accepted_at"
 )
 
 
@@ -256,8 +262,9 @@ class IngestGateway:
             return {}
         wanted = set(keys)
         try:
-            _, rows = self.store.query(_ACCEPTED_BEFORE, {"models": sorted({m for m, _ in wanted}),
-                                                          "event_ids": sorted({e for _, e in wanted})})
+            event_ids = json.dumps(sorted({e for _, e in wanted}), ensure_ascii=False).encode("utf-8")
+            _, rows = self.store.query(_ACCEPTED_BEFORE.format(event_ids_hex=event_ids.hex()),
+                                       {"models": sorted({m for m, _ in wanted})})
         except Exception as exc:
             raise StoreUnavailable(f"cannot read {ACCEPTED_TABLE}: {exc}") from exc
         found: dict[tuple[str, str], str] = {}
@@ -332,7 +339,7 @@ class IngestGateway:
             log.error("ingest: %d records refused by the bus and not kept in dead_letters: %s", len(dead), exc)
         if not accepted:
             return
-        at = to_datetime(now_ms())
+        at = now_ms()  # epoch ms: the store writes ints to DateTime64 columns without a datetime per row
         try:
             self.store.insert(ACCEPTED_TABLE, [{"model": model, "event_id": event_id, "digest": digest,
                                                 "accepted_at": at} for (model, event_id), digest in accepted])

@@ -9,6 +9,11 @@ Each record goes through, in order: the bounds of
 :mod:`driftline.services.ingest.bounds` (nothing later meets a value it cannot
 handle), its pydantic shape, the model's feature contract, and the event-time
 window. A record failing anywhere is rejected alone; the others go on.
+
+Plain records (the usual ones) are first proven valid a whole batch at a time,
+column by column, by :mod:`driftline.services.ingest.plain`: the same checks,
+the same canonical record, without a walk or pydantic per record. Only the
+records it cannot prove take the path above, which words their problems.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from driftline.services.ingest.body import RawRecord, payload_of
 from driftline.services.ingest.bounds import (
     MAX_PROBLEMS, Bounds, feature_count_problems, time_problems, value_problems,
 )
+from driftline.services.ingest.plain import PlainEvents, PlainLabels
 
 
 class FeatureEventIn(BaseModel):
@@ -182,19 +188,24 @@ class Ingest:
         The limits every record is held to.
     clock
         Epoch ms now, for the event-time window.
+    prove_plain
+        Prove plain records valid a batch at a time (:mod:`~driftline.services.ingest.plain`);
+        False sends every record through the per-record path (the tests compare both).
     """
 
     def __init__(self, contract_of: Callable[[str], FeatureContract | None], bounds: Bounds | None = None,
-                 clock: Callable[[], int] = now_ms):
+                 clock: Callable[[], int] = now_ms, prove_plain: bool = True):
         self.contract_of = contract_of
         self.bounds = bounds or Bounds()
         self.clock = clock
+        self._plain_events = PlainEvents(contract_of, self.bounds) if prove_plain else None
+        self._plain_labels = PlainLabels(contract_of, self.bounds) if prove_plain else None
 
     def events(self, records: list[RawRecord]) -> Validation:
-        return self._validate(records, FeatureEventIn, self._event)
+        return self._validate(records, FeatureEventIn, self._event, self._plain_events)
 
     def labels(self, records: list[RawRecord]) -> Validation:
-        return self._validate(records, LabelIn, self._label)
+        return self._validate(records, LabelIn, self._label, self._plain_labels)
 
     def _event(self, event: FeatureEventIn, now: int) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         contract = self.contract_of(event.model)
@@ -239,11 +250,20 @@ class Ingest:
         return record, problems + time_problems("label_time", record["label_time"], now, self.bounds,
                                                 past_limited=False)
 
-    def _validate(self, records: list[RawRecord], shape: type[BaseModel], convert) -> Validation:
-        """Each record through the bounds, its pydantic ``shape``, then ``convert`` (record, problems)."""
+    def _validate(self, records: list[RawRecord], shape: type[BaseModel], convert, plain) -> Validation:
+        """Each record through the bounds, its pydantic ``shape``, then ``convert`` (record, problems);
+        the records ``plain`` proves valid skip those steps and arrive at the same record."""
         result = Validation()
         now = self.clock()
-        for source in records:
+        proven = plain([source.value for source in records], now) if plain is not None else {}
+        if len(proven) == len(records):
+            result.candidates = [Candidate(source.index, record, source) for source, record in zip(records, proven.values())]
+            return result
+        for position, source in enumerate(records):
+            record = proven.get(position)
+            if record is not None:
+                result.candidates.append(Candidate(source.index, record, source))
+                continue
             problems = value_problems(source.value, self.bounds) or feature_count_problems(source.value, self.bounds)
             if problems:
                 result.rejected.append(self._reject(source, _errors(problems)))

@@ -13,6 +13,7 @@ import shutil
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +25,7 @@ import pandas as pd
 from driftline import __version__
 from driftline.bus import next_offsets
 from driftline.config import Settings
-from driftline.entry.embedded import Embedded
+from driftline.entry.embedded import Embedded, settle_heap
 from driftline.models import DEFAULT_RECIPE
 from driftline.entry.scenario import CATEGORICAL, CONTRACT, MODEL, NUMERIC, Batch, CreditScenario
 from driftline.timeutil import to_datetime
@@ -89,19 +90,27 @@ def event_id(i: int) -> str:
     return f"evt-{i:010d}"
 
 
+#: Feature maps are built in key order, the order ingest keeps them in (any order is accepted;
+#: this one spares ingest a reordering per event).
+_NUMERIC_IN_KEY_ORDER = tuple(sorted(NUMERIC))
+_CATEGORICAL_IN_KEY_ORDER = tuple(sorted(CATEGORICAL))
+
+
 def feature_events(batch: Batch) -> list[dict[str, Any]]:
-    numeric_rows = np.column_stack([batch.numeric[n] for n in NUMERIC]).tolist()
-    categorical_rows = np.column_stack([batch.categorical[c] for c in CATEGORICAL]).tolist()
+    indexes = batch.event_index.tolist()
+    numeric_rows = np.column_stack([batch.numeric[n] for n in _NUMERIC_IN_KEY_ORDER]).tolist()
+    categorical_rows = zip(*(batch.categorical[c].tolist() for c in _CATEGORICAL_IN_KEY_ORDER))
+    numeric_names, categorical_names = _NUMERIC_IN_KEY_ORDER, _CATEGORICAL_IN_KEY_ORDER
     return [
         {
             "model": MODEL,
-            "event_id": event_id(i),
+            "event_id": f"evt-{i:010d}",  # event_id(i), inlined: this runs for every event of the demo
             "entity_id": f"cust-{i % 50_000:06d}",
             "event_time": EPOCH_MS + i * EVENT_SPACING_MS,
-            "numeric_features": dict(zip(NUMERIC, num)),
-            "categorical_features": dict(zip(CATEGORICAL, cat)),
+            "numeric_features": dict(zip(numeric_names, num)),
+            "categorical_features": dict(zip(categorical_names, cat)),
         }
-        for i, num, cat in zip(batch.event_index.tolist(), numeric_rows, categorical_rows)
+        for i, num, cat in zip(indexes, numeric_rows, categorical_rows)
     ]
 
 
@@ -127,10 +136,15 @@ def train_first_model(app: Embedded, scenario: CreditScenario, rows: int = 20_00
 class Monitor:
     """Reads the pipeline's own topics, as any consumer could, for live progress and the timeline."""
 
+    #: Labeled records kept undecoded until the rolling accuracy is read; past this many, the
+    #: newest are decoded (a few thousand bytes each at most, so memory stays flat on long runs).
+    PENDING_LABELED = 20_000
+
     def __init__(self, app: Embedded):
         self.codec = app.codec
         self.consumer = app.bus.consumer("demo-monitor", [LABELED, DRIFT, RETRAIN, MODELS])
         self.errors: deque[float] = deque(maxlen=2000)
+        self._labeled: list[bytes] = []  # labeled records not decoded yet
         self.worst_psi = 0.0
         self._latest_window: int | None = None
         self.requests: list[dict[str, Any]] = []
@@ -140,10 +154,12 @@ class Monitor:
     def poll(self) -> None:
         while batch := self.consumer.poll_batch(5000, 0.0):
             for m in batch:
+                if m.topic == LABELED:
+                    # Decoded only when the rolling accuracy is read (see ``rolling_accuracy``).
+                    self._labeled.append(m.value)
+                    continue
                 record = self.codec.decode(m.topic, m.value)
-                if m.topic == LABELED and record["role"] == "champion":
-                    self.errors.append(record["error"])
-                elif m.topic == DRIFT and record["statistic"] == "psi":
+                if m.topic == DRIFT and record["statistic"] == "psi":
                     # The worst feature of the newest window.
                     newer = record["window_start"] != self._latest_window
                     self.worst_psi = record["value"] if newer else max(self.worst_psi, record["value"])
@@ -153,19 +169,43 @@ class Monitor:
                 elif m.topic == MODELS and record["action"] == "alias_moved" and record["alias"] == "champion":
                     self.promotions.append({**record, "seen_at": time.perf_counter()})
             self.consumer.commit(next_offsets(batch))
+            if len(self._labeled) > self.PENDING_LABELED:
+                self._decode_labeled()
 
     @property
     def rolling_accuracy(self) -> float | None:
+        """1 - the mean error of the newest ``errors.maxlen`` champion predictions labeled."""
+        self._decode_labeled()
         return 1 - sum(self.errors) / len(self.errors) if self.errors else None
+
+    def _decode_labeled(self) -> None:
+        """The labeled records polled since the last read, newest first until the window is full:
+        older ones would only be pushed out of ``errors`` again."""
+        newest: list[float] = []
+        while self._labeled and len(newest) < self.errors.maxlen:
+            record = self.codec.decode(LABELED, self._labeled.pop())
+            if record["role"] == "champion":
+                newest.append(record["error"])
+        self._labeled.clear()
+        self.errors.extend(reversed(newest))
 
 
 class Progress:
     """A one-line progress bar on stderr."""
 
+    #: Seconds between redraws: the line is read by a person, and each redraw reads the rolling accuracy.
+    REDRAW_S = 0.5
+
     def __init__(self, total: int, stream=sys.stderr):
         self.total, self.stream, self.started = total, stream, time.perf_counter()
+        self._drawn_at: float | None = None
 
-    def update(self, done: int, monitor: Monitor, champion: int | None) -> None:
+    def update(self, done: int, monitor: Monitor, champion: Callable[[], int | None]) -> None:
+        now = time.perf_counter()
+        if done < self.total and self._drawn_at is not None and now - self._drawn_at < self.REDRAW_S:
+            return
+        self._drawn_at = now
+        champion = champion()
         width = 24
         filled = int(width * done / max(self.total, 1))
         rate = done / max(time.perf_counter() - self.started, 1e-9)
@@ -186,32 +226,35 @@ def run_demo(settings: Settings, plan: DemoPlan, progress: bool = True, report_p
     app = Embedded(settings)
     try:
         first_version = train_first_model(app, CreditScenario(seed=scenario.seed))  # trained before any drift
+        settle_heap()  # the first model and what training loaded live as long as the demo
         monitor = Monitor(app)
         bar = Progress(plan.events) if progress else None
         labels_sent = 0
         drift_seen_at = None
+        draws = _Draws(scenario)
         started = time.perf_counter()
         for start in range(0, plan.events, plan.chunk):
             n = min(plan.chunk, plan.events - start)
             if drift_seen_at is None and plan.onset is not None and start + n > plan.onset:
                 drift_seen_at = time.perf_counter()
             # Early labels: sent before their events exist.
-            upcoming = scenario.generate(start + plan.chunk, min(plan.chunk, max(plan.events - start - plan.chunk, 0)))
+            upcoming = draws(start + plan.chunk, min(plan.chunk, max(plan.events - start - plan.chunk, 0)))
             labels = _labels(upcoming, plan, early=True)
-            app.ingest.submit(FEATURES, feature_events(scenario.generate(start, n)))
+            app.ingest.submit(FEATURES, feature_events(draws(start, n)))
             late_from = start - plan.label_delay
             if late_from >= 0:
-                labels += _labels(scenario.generate(late_from, n), plan, early=False)
+                labels += _labels(draws(late_from, n), plan, early=False)
+            draws.forget_before(late_from + plan.chunk)
             app.ingest.submit(LABELS, labels)
             labels_sent += len(labels)
             app.pump()
             monitor.streamed = start + n
             monitor.poll()
             if bar:
-                bar.update(start + n, monitor, app.registry.aliases(MODEL).get("champion"))
+                bar.update(start + n, monitor, lambda: app.registry.aliases(MODEL).get("champion"))
         # The stream ends; the labels still owed arrive.
         for start in range(max(plan.events - plan.label_delay, 0), plan.events, plan.chunk):
-            labels = _labels(scenario.generate(start, min(plan.chunk, plan.events - start)), plan, early=False)
+            labels = _labels(draws(start, min(plan.chunk, plan.events - start)), plan, early=False)
             app.ingest.submit(LABELS, labels)
             labels_sent += len(labels)
             app.pump()
@@ -288,14 +331,31 @@ def _story(app: Embedded, plan: DemoPlan, first_version: int, monitor: Monitor, 
     return story
 
 
+class _Draws:
+    """``scenario.generate(start, n)``, drawn once: each chunk's events are needed up to three
+    times (early labels, events, late labels). Draws before :meth:`forget_before` are dropped."""
+
+    def __init__(self, scenario: CreditScenario):
+        self.scenario = scenario
+        self._kept: dict[tuple[int, int], Batch] = {}
+
+    def __call__(self, start: int, n: int) -> Batch:
+        batch = self._kept.get((start, n))
+        if batch is None:
+            batch = self._kept[(start, n)] = self.scenario.generate(start, n)
+        return batch
+
+    def forget_before(self, start: int) -> None:
+        for key in [key for key in self._kept if key[0] < start]:
+            del self._kept[key]
+
+
 def _labels(batch: Batch, plan: DemoPlan, early: bool) -> list[dict[str, Any]]:
     """Labels for ``batch``: the early ones if ``early``, otherwise the late ones."""
-    out = []
-    for i, label in zip(batch.event_index.tolist(), batch.labels.tolist()):
-        if i % plan.label_every == 3:
-            continue
-        if (i % plan.early_every == 7) != early:
-            continue
-        out.append({"model": MODEL, "event_id": event_id(i), "label": label,
-                    "label_time": EPOCH_MS + (i + plan.label_delay) * EVENT_SPACING_MS})
-    return out
+    index = batch.event_index
+    # One event in label_every never gets a label; one label in early_every comes early.
+    chosen = (index % plan.label_every != 3) & ((index % plan.early_every == 7) == early)
+    first_label_time = EPOCH_MS + plan.label_delay * EVENT_SPACING_MS
+    return [{"model": MODEL, "event_id": f"evt-{i:010d}", "label": label,
+             "label_time": first_label_time + i * EVENT_SPACING_MS}
+            for i, label in zip(index[chosen].tolist(), batch.labels[chosen].tolist())]
