@@ -236,7 +236,7 @@ class DriftDetector:
         return fresh, fresh_index, fresh_keys
 
     def _remember(self, records: list[dict[str, Any]], keys: list, seen: RecentKeys, now_ms: int) -> None:
-        seen.add_many(keys, now_ms)
+        seen.add_new(keys, now_ms)  # _first_time's keys: distinct, and none remembered yet
         for key in dict.fromkeys(zip([r["model"] for r in records], [r["model_version"] for r in records])):
             self._last_seen[key] = now_ms
 
@@ -436,8 +436,8 @@ class DriftDetector:
                            "watermarks": {m: wm.snapshot() for m, wm in self._watermarks.items()}})
         # The dedupe memories are the bulk (tens of thousands of keys): each encodes the chunks
         # it already encoded for the last snapshot only once (RecentKeys.snapshot_json).
-        return (f'{rest[:-1]}, "seen_predictions": {self._seen_predictions.snapshot_json()}, '
-                f'"seen_labeled": {self._seen_labeled.snapshot_json()}}}').encode()
+        return b"".join([rest[:-1].encode(), b', "seen_predictions": ', *self._seen_predictions.snapshot_parts(),
+                         b', "seen_labeled": ', *self._seen_labeled.snapshot_parts(), b"}"])
 
     def restore(self, snapshot: bytes) -> None:
         data = json.loads(snapshot)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Hashable, Iterable
+from itertools import chain
 
 
 class _Chunk:
@@ -37,18 +38,29 @@ class _Chunk:
         self.keys = keys
         self.added = added
         self.start = 0
-        self.json: str | None = None  # the JSON entries of all of ``keys`` (computed once, on demand)
+        self.json: bytes | None = None  # the JSON entries of all of ``keys`` (computed once, on demand)
 
-    def entries_json(self) -> str:
+    def entries_json(self) -> bytes:
         """This chunk's remembered keys as :meth:`RecentKeys.snapshot` entries, comma-separated."""
         if self.start:
-            return _entries_json(self.keys[self.start:], self.added)
+            return _entries_json(self.keys[self.start:], self.added).encode()
         if self.json is None:
-            self.json = _entries_json(self.keys, self.added)
+            self.json = _entries_json(self.keys, self.added).encode()
         return self.json
 
 
 def _entries_json(keys: list, added: int) -> str:
+    """``[key parts..., added], ...`` for ``keys`` (without the enclosing brackets)."""
+    if not keys:
+        return ""
+    kinds = set(map(type, keys))
+    # Keys of strings (or tuples of strings), the usual case: one json.dumps of the keys, then
+    # the time spliced in. A JSON string escapes every quote in it, so '", "' (between two
+    # string keys) and '"], ["' (between two tuples of strings) occur only between entries.
+    if kinds == {str}:
+        return "[" + json.dumps(keys)[1:-1].replace('", "', f'", {added}], ["') + f", {added}]"
+    if kinds == {tuple} and set(map(type, chain.from_iterable(keys))) == {str} and all(keys):
+        return json.dumps(keys)[1:-2].replace('"], ["', f'", {added}], ["') + f", {added}]"
     return json.dumps([[*key, added] if isinstance(key, tuple) else [key, added] for key in keys])[1:-1]
 
 
@@ -106,6 +118,13 @@ class RecentKeys:
         if new:
             self._append(new, now_ms)
 
+    def add_new(self, keys: list[Hashable], now_ms: int) -> None:
+        """Remember ``keys`` known to be distinct and not remembered (as :meth:`unseen` returns
+        them, with nothing added since): :meth:`add_many` without checking again."""
+        self._forget_older_than(now_ms)
+        if keys:
+            self._append(list(keys), now_ms)
+
     def _append(self, new: list, now_ms: int) -> None:
         tail = self._chunks[-1] if self._chunks else None
         if tail is not None and tail.added == now_ms:
@@ -139,9 +158,20 @@ class RecentKeys:
         return [[*key, c.added] if isinstance(key, tuple) else [key, c.added]
                 for c in self._chunks for key in c.keys[c.start:]]
 
-    def snapshot_json(self) -> str:
-        """:meth:`snapshot` as JSON text, each chunk encoded once and reused by later snapshots."""
-        return "[" + ",".join(filter(None, (c.entries_json() for c in self._chunks))) + "]"
+    def snapshot_json(self) -> bytes:
+        """:meth:`snapshot` as JSON (UTF-8), each chunk encoded once and reused by later snapshots."""
+        return b"".join(self.snapshot_parts())
+
+    def snapshot_parts(self) -> list[bytes]:
+        """:meth:`snapshot_json` in pieces, for a caller that joins them into a larger document
+        (one copy of tens of megabytes instead of several)."""
+        parts = [b"["]
+        for chunk in self._chunks:
+            entries = chunk.entries_json()
+            if entries:
+                parts += (entries, b",")
+        parts[-1] = b"]"  # the last comma, or the opening bracket of an empty list
+        return parts if len(parts) > 1 else [b"[]"]
 
     def restore(self, snapshot: list) -> None:
         """Resume from :meth:`snapshot` (or :meth:`snapshot_json`, parsed)."""
