@@ -100,7 +100,10 @@ class RollbackPoint:
     event of a full batch) simply gets a point before every batch (nothing to replay).
 
     Replaying assumes what ``handle`` does to the state depends only on the batch and the
-    ``now_ms`` it was given, as driftline's stateful services do.
+    ``now_ms`` it was given, as driftline's stateful services do. A service whose ``restore``
+    is meant for a restart (the drift-detector's watermarks give every partition a fresh idle
+    timeout then) offers ``rollback_to(snapshot)``, which puts its state back exactly; the
+    point uses it when it is there.
     """
 
     def __init__(self, service: StatefulService, every_s: float = 1.0, cheap_s: float = 0.001,
@@ -141,7 +144,7 @@ class RollbackPoint:
         if self._point is None:
             return
         self._dirty = True
-        self.service.restore(self._point)
+        getattr(self.service, "rollback_to", self.service.restore)(self._point)
         for batch, now_ms in self._since:
             self.service.handle(batch, now_ms)
         self._dirty = False

@@ -439,8 +439,11 @@ class DriftDetector:
         return b"".join([rest[:-1].encode(), b', "seen_predictions": ', *self._seen_predictions.snapshot_parts(),
                          b', "seen_labeled": ', *self._seen_labeled.snapshot_parts(), b"}"])
 
-    def restore(self, snapshot: bytes) -> None:
+    def restore(self, snapshot: bytes, restart: bool = True) -> None:
+        """Resume from :meth:`snapshot`: after a restart, or (``restart=False``) exactly as it was, the
+        state of this process put back (a rollback): versions first seen since are forgotten too."""
         data = json.loads(snapshot)
+        self._versions = {}
         self.policy.restore(data["policy"])
         for item in data["versions"]:
             key = (item["model"], item["version"])
@@ -457,7 +460,7 @@ class DriftDetector:
         self._watermarks = {}
         for model, saved in data.get("watermarks", {}).items():
             wm = self._watermarks[model] = PartitionWatermarks(self.max_skew_ms, self.idle_timeout_ms)
-            wm.restore(saved)
+            wm.restore(saved, restart=restart)
 
 
 def _prediction_keys(records: list[dict[str, Any]]) -> list[str]:

@@ -130,3 +130,8 @@ class DriftDetectorService:
 
     def restore(self, snapshot: bytes) -> None:
         self.detector.restore(snapshot)
+
+    def rollback_to(self, snapshot: bytes) -> None:
+        """Put the state back exactly as it was at :meth:`snapshot` (a
+        :class:`~driftline.runner.RollbackPoint`), not as after a restart."""
+        self.detector.restore(snapshot, restart=False)
