@@ -43,6 +43,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -103,35 +104,37 @@ def columns_of(predictions: list[dict[str, Any]], profile: ReferenceProfile) -> 
     numeric, categorical = [], []
     for name, feature in profile.features.items():
         if name == SCORE:
-            columns[name] = np.array([p["score"] for p in predictions], dtype=np.float64).reshape(n)
+            columns[name] = np.fromiter(map(_SCORE, predictions), np.float64, n)
         elif feature.kind == "numeric":
             numeric.append(name)
         else:
             categorical.append(name)
     if numeric:
-        columns.update(_numeric_columns([p["numeric_features"] for p in predictions], numeric))
+        columns.update(_numeric_columns(list(map(_NUMERIC, predictions)), numeric))
     if categorical:
-        columns.update(_categorical_columns([p["categorical_features"] for p in predictions], categorical))
+        columns.update(_categorical_columns(list(map(_CATEGORICAL, predictions)), categorical))
     return {name: columns[name] for name in profile.features}
 
 
 def _numeric_columns(maps: list[dict[str, float]], names: list[str]) -> dict[str, np.ndarray]:
     n, k = len(maps), len(names)
     get = itemgetter(*names)
-    try:  # every record has every feature (the usual case): one C call per record
-        values = np.array([get(m) for m in maps], dtype=np.float64).reshape(n, k)
+    try:  # every record has every feature (the usual case): no Python code runs per record
+        values = np.fromiter(chain.from_iterable(map(get, maps)) if k > 1 else map(get, maps), np.float64, n * k)
     except KeyError:
         return {name: np.fromiter((m.get(name, np.nan) for m in maps), np.float64, n) for name in names}
-    values = np.ascontiguousarray(values.T)
+    values = np.ascontiguousarray(values.reshape(n, k).T)
     return {name: values[j] for j, name in enumerate(names)}
 
 
 def _categorical_columns(maps: list[dict[str, str]], names: list[str]) -> dict[str, np.ndarray]:
     n, k = len(maps), len(names)
     get = itemgetter(*names)
-    try:  # every record has every feature: strings only, binned without a conversion
-        values = [get(m) for m in maps]
+    try:  # every record has every feature, all strings: binned without a conversion
+        values = list(chain.from_iterable(map(get, maps))) if k > 1 else list(map(get, maps))
     except KeyError:
+        values = None
+    if values is None or (values and set(map(type, values)) != {str}):  # None, NaN...: missing, as before
         return {name: np.array([m.get(name) for m in maps], dtype=object) for name in names}
     table = np.ascontiguousarray(np.array(values, dtype=str).reshape(n, k).T)
     return {name: table[j] for j, name in enumerate(names)}
@@ -215,7 +218,7 @@ class DriftDetector:
         """The champion records not counted before (nor earlier in this batch), their indices in
         ``records`` and their keys. They are remembered only by :meth:`_remember`, once the batch
         is handled: a batch that fails is not half-remembered."""
-        roles = [r["role"] for r in records]
+        roles = list(map(_ROLE, records))
         if roles.count("champion") == len(roles):
             index, champions = list(range(len(records))), records
         else:
@@ -237,7 +240,7 @@ class DriftDetector:
 
     def _remember(self, records: list[dict[str, Any]], keys: list, seen: RecentKeys, now_ms: int) -> None:
         seen.add_new(keys, now_ms)  # _first_time's keys: distinct, and none remembered yet
-        for key in dict.fromkeys(zip([r["model"] for r in records], [r["model_version"] for r in records])):
+        for key in dict.fromkeys(zip(map(_MODEL, records), map(_VERSION, records))):
             self._last_seen[key] = now_ms
 
     def _state(self, key: Key) -> _VersionState | None:
@@ -277,9 +280,9 @@ class DriftDetector:
                                                     "predictions")
         partitions = (np.zeros(len(index), dtype=np.int64) if positions is None
                       else np.array([positions[i][0] for i in index], dtype=np.int64).reshape(len(index)))
-        times = _times_ms([p["event_time"] for p in predictions])
+        times = _times_ms(list(map(_EVENT_TIME, predictions)))
         closed: dict[Key, list] = defaultdict(list)
-        for model, in_model in _groups([p["model"] for p in predictions]):
+        for model, in_model in _groups(list(map(_MODEL, predictions))):
             wm = self._watermark_of(model, now_ms)
             before = wm.current(now_ms)  # the watermark in force while this batch arrived
             group_times = times if in_model is None else times[in_model]
@@ -287,7 +290,7 @@ class DriftDetector:
             if ahead.any():
                 out.ahead_events[model] = int(ahead.sum())
             group = predictions if in_model is None else [predictions[i] for i in in_model.tolist()]
-            for version, in_version in _groups([p["model_version"] for p in group]):
+            for version, in_version in _groups(list(map(_VERSION, group))):
                 state = self._state((model, version))
                 if state is None:
                     continue
@@ -369,15 +372,15 @@ class DriftDetector:
         if positions is not None and len(positions) != len(labeled):
             raise ValueError("positions must have one (partition, offset) per record")
         labeled, index, keys = self._first_time(labeled, self._seen_labeled, _labeled_keys, "labeled")
-        versions = list(zip([r["model"] for r in labeled], [r["model_version"] for r in labeled]))
+        versions = list(zip(map(_MODEL, labeled), map(_VERSION, labeled)))
         for key, in_key in _groups(versions):
             state = self._state(key)
             if state is None:
                 continue
             group = labeled if in_key is None else [labeled[i] for i in in_key.tolist()]
             group_index = index if in_key is None else [index[i] for i in in_key.tolist()]
-            times = _times_ms([r["event_time"] for r in group])
-            state.coverage.add_labels(times, _times_ms([r["label_time"] for r in group]))
+            times = _times_ms(list(map(_EVENT_TIME, group)))
+            state.coverage.add_labels(times, _times_ms(list(map(_LABEL_TIME, group))))
             # Late labels raise the coverage of old windows: rewrite the rows of those they touched.
             touched = set((np.unique(times // state.coverage.size_ms) * state.coverage.size_ms).tolist())
             out.metric_rows.extend(self._coverage_rows(key, state, now_ms, touched))
@@ -463,12 +466,18 @@ class DriftDetector:
             wm.restore(saved, restart=restart)
 
 
+# Fields read from every record, through map() (no Python frame per record).
+_ROLE, _MODEL, _VERSION = itemgetter("role"), itemgetter("model"), itemgetter("model_version")
+_EVENT_TIME, _LABEL_TIME, _SCORE = itemgetter("event_time"), itemgetter("label_time"), itemgetter("score")
+_NUMERIC, _CATEGORICAL = itemgetter("numeric_features"), itemgetter("categorical_features")
+
+
 def _prediction_keys(records: list[dict[str, Any]]) -> list[str]:
-    return [r["prediction_id"] for r in records]
+    return list(map(itemgetter("prediction_id"), records))
 
 
 def _labeled_keys(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    return list(zip([r["model"] for r in records], [r["event_id"] for r in records]))
+    return list(zip(map(_MODEL, records), map(itemgetter("event_id"), records)))
 
 
 def _times_ms(values: list) -> np.ndarray:
