@@ -43,6 +43,8 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -92,17 +94,50 @@ class _VersionState:
 
 
 def columns_of(predictions: list[dict[str, Any]], profile: ReferenceProfile) -> dict[str, np.ndarray]:
-    """One array per profiled feature (and the score) from Prediction records."""
+    """One array per profiled feature (and the score) from Prediction records.
+
+    A feature missing from a record is NaN (numeric) or None (categorical). Every record's
+    map is read once for all features (one ``itemgetter`` call), not once per feature.
+    """
+    n = len(predictions)
     columns: dict[str, np.ndarray] = {}
+    numeric, categorical = [], []
     for name, feature in profile.features.items():
         if name == SCORE:
-            columns[name] = np.fromiter((p["score"] for p in predictions), np.float64, len(predictions))
+            columns[name] = np.fromiter(map(_SCORE, predictions), np.float64, n)
         elif feature.kind == "numeric":
-            columns[name] = np.fromiter((p["numeric_features"].get(name, np.nan) for p in predictions),
-                                        np.float64, len(predictions))
+            numeric.append(name)
         else:
-            columns[name] = np.array([p["categorical_features"].get(name) for p in predictions], dtype=object)
-    return columns
+            categorical.append(name)
+    if numeric:
+        columns.update(_numeric_columns(list(map(_NUMERIC, predictions)), numeric))
+    if categorical:
+        columns.update(_categorical_columns(list(map(_CATEGORICAL, predictions)), categorical))
+    return {name: columns[name] for name in profile.features}
+
+
+def _numeric_columns(maps: list[dict[str, float]], names: list[str]) -> dict[str, np.ndarray]:
+    n, k = len(maps), len(names)
+    get = itemgetter(*names)
+    try:  # every record has every feature (the usual case): no Python code runs per record
+        values = np.fromiter(chain.from_iterable(map(get, maps)) if k > 1 else map(get, maps), np.float64, n * k)
+    except KeyError:
+        return {name: np.fromiter((m.get(name, np.nan) for m in maps), np.float64, n) for name in names}
+    values = np.ascontiguousarray(values.reshape(n, k).T)
+    return {name: values[j] for j, name in enumerate(names)}
+
+
+def _categorical_columns(maps: list[dict[str, str]], names: list[str]) -> dict[str, np.ndarray]:
+    n, k = len(maps), len(names)
+    get = itemgetter(*names)
+    try:  # every record has every feature, all strings: binned without a conversion
+        values = list(chain.from_iterable(map(get, maps))) if k > 1 else list(map(get, maps))
+    except KeyError:
+        values = None
+    if values is None or (values and set(map(type, values)) != {str}):  # None, NaN...: missing, as before
+        return {name: np.array([m.get(name) for m in maps], dtype=object) for name in names}
+    table = np.ascontiguousarray(np.array(values, dtype=str).reshape(n, k).T)
+    return {name: table[j] for j, name in enumerate(names)}
 
 
 class DriftDetector:
@@ -178,25 +213,35 @@ class DriftDetector:
             wm.expect(self.partitions, now_ms)
         return wm
 
-    def _first_time(self, records: list[dict[str, Any]], seen: RecentKeys, key_of, stream: str) -> list[dict]:
-        """The champion records not counted before (nor earlier in this batch). They are remembered
-        only by :meth:`_remember`, once the batch is handled: a batch that fails is not half-remembered."""
-        fresh, in_batch = [], set()
-        for r in records:
-            if r["role"] != "champion":
-                continue
-            key = key_of(r)
+    def _first_time(self, records: list[dict[str, Any]], seen: RecentKeys, keys_of, stream: str
+                    ) -> tuple[list[dict[str, Any]], list[int], list]:
+        """The champion records not counted before (nor earlier in this batch), their indices in
+        ``records`` and their keys. They are remembered only by :meth:`_remember`, once the batch
+        is handled: a batch that fails is not half-remembered."""
+        roles = list(map(_ROLE, records))
+        if roles.count("champion") == len(roles):
+            index, champions = list(range(len(records))), records
+        else:
+            index = [i for i, role in enumerate(roles) if role == "champion"]
+            champions = [records[i] for i in index]
+        keys = keys_of(champions)
+        if seen.isdisjoint(keys) and len(set(keys)) == len(keys):  # the usual case: all new
+            return champions, index, keys
+        fresh, fresh_index, fresh_keys, in_batch = [], [], [], set()
+        for i, r, key in zip(index, champions, keys):
             if key in seen or key in in_batch:
                 self.skipped[stream] += 1
                 continue
             in_batch.add(key)
             fresh.append(r)
-        return fresh
+            fresh_index.append(i)
+            fresh_keys.append(key)
+        return fresh, fresh_index, fresh_keys
 
-    def _remember(self, records: list[dict[str, Any]], seen: RecentKeys, key_of, now_ms: int) -> None:
-        for r in records:
-            seen.add(key_of(r), now_ms)
-            self._last_seen[(r["model"], r["model_version"])] = now_ms
+    def _remember(self, records: list[dict[str, Any]], keys: list, seen: RecentKeys, now_ms: int) -> None:
+        seen.add_new(keys, now_ms)  # _first_time's keys: distinct, and none remembered yet
+        for key in dict.fromkeys(zip(map(_MODEL, records), map(_VERSION, records))):
+            self._last_seen[key] = now_ms
 
     def _state(self, key: Key) -> _VersionState | None:
         if key not in self._versions:
@@ -217,13 +262,6 @@ class DriftDetector:
             LabelCoverage(size_ms),
         )
 
-    def _champion_groups(self, records: list[dict[str, Any]]):
-        """(key, state, records) per monitored (model, version), champion records only."""
-        for key, group in _by_version(r for r in records if r["role"] == "champion").items():
-            state = self._state(key)
-            if state is not None:
-                yield key, state, group
-
     # -- predictions: data drift and coverage ---------------------------------------------
 
     def observe_predictions(self, predictions: list[dict[str, Any]], now_ms: int,
@@ -236,26 +274,33 @@ class DriftDetector:
         call without records.
         """
         out = DriftOutput()
-        partition_of = _partitions_by_record(predictions, positions)
-        predictions = self._first_time(predictions, self._seen_predictions, _prediction_key, "predictions")
+        if positions is not None and len(positions) != len(predictions):
+            raise ValueError("positions must have one (partition, offset) per record")
+        predictions, index, keys = self._first_time(predictions, self._seen_predictions, _prediction_keys,
+                                                    "predictions")
+        partitions = (np.zeros(len(index), dtype=np.int64) if positions is None
+                      else np.array([positions[i][0] for i in index], dtype=np.int64).reshape(len(index)))
+        times = _times_ms(list(map(_EVENT_TIME, predictions)))
         closed: dict[Key, list] = defaultdict(list)
-        for model, group in _by_model(predictions).items():
+        for model, in_model in _groups(list(map(_MODEL, predictions))):
             wm = self._watermark_of(model, now_ms)
             before = wm.current(now_ms)  # the watermark in force while this batch arrived
-            times = np.fromiter((to_ms(p["event_time"]) for p in group), np.int64, len(group))
-            ahead = wm.observe(np.fromiter((partition_of[id(p)] for p in group), np.int64, len(group)), times, now_ms)
+            group_times = times if in_model is None else times[in_model]
+            ahead = wm.observe(partitions if in_model is None else partitions[in_model], group_times, now_ms)
             if ahead.any():
                 out.ahead_events[model] = int(ahead.sum())
-            for version, index in _indices_by_version(group).items():
+            group = predictions if in_model is None else [predictions[i] for i in in_model.tolist()]
+            for version, in_version in _groups(list(map(_VERSION, group))):
                 state = self._state((model, version))
                 if state is None:
                     continue
-                rows = [group[i] for i in index]
+                rows = group if in_version is None else [group[i] for i in in_version.tolist()]
+                version_times = group_times if in_version is None else group_times[in_version]
                 late_before = state.counter.late_events
-                state.coverage.add_predictions(times[index])
+                state.coverage.add_predictions(version_times)
                 closed[(model, version)] += state.counter.update(
-                    columns_of(rows, state.counter.profile), times[index], watermark=before,
-                    ahead=ahead[index] if self.spec.by == "time" else None)
+                    columns_of(rows, state.counter.profile), version_times, watermark=before,
+                    ahead=(ahead if in_version is None else ahead[in_version]) if self.spec.by == "time" else None)
                 if state.counter.late_events > late_before:
                     out.late_events[model] = out.late_events.get(model, 0) + state.counter.late_events - late_before
         for key, state in self._versions.items():
@@ -276,7 +321,7 @@ class DriftDetector:
                     out.requests.append(decision)
                 out.metric_rows.extend(self._coverage_rows(key, state, now_ms))
                 state.coverage.evict(before_ms=(stats.time_ms or 0) - self.coverage_horizon_ms)
-        self._remember(predictions, self._seen_predictions, _prediction_key, now_ms)
+        self._remember(predictions, keys, self._seen_predictions, now_ms)
         self._retire(out, now_ms)
         return out
 
@@ -324,11 +369,18 @@ class DriftDetector:
         signal at the event time, partition and offset of the record whose error fired it.
         ``positions``: the records' (partition, offset) on the ``labeled`` topic (None: unknown)."""
         out = DriftOutput()
-        position_of = {id(r): p for r, p in zip(labeled, positions)} if positions is not None else {}
-        labeled = self._first_time(labeled, self._seen_labeled, _labeled_key, "labeled")
-        for key, state, group in self._champion_groups(labeled):
-            times = np.fromiter((to_ms(r["event_time"]) for r in group), np.int64, len(group))
-            state.coverage.add_labels(times, np.array([to_ms(r["label_time"]) for r in group], dtype=np.int64))
+        if positions is not None and len(positions) != len(labeled):
+            raise ValueError("positions must have one (partition, offset) per record")
+        labeled, index, keys = self._first_time(labeled, self._seen_labeled, _labeled_keys, "labeled")
+        versions = list(zip(map(_MODEL, labeled), map(_VERSION, labeled)))
+        for key, in_key in _groups(versions):
+            state = self._state(key)
+            if state is None:
+                continue
+            group = labeled if in_key is None else [labeled[i] for i in in_key.tolist()]
+            group_index = index if in_key is None else [index[i] for i in in_key.tolist()]
+            times = _times_ms(list(map(_EVENT_TIME, group)))
+            state.coverage.add_labels(times, _times_ms(list(map(_LABEL_TIME, group))))
             # Late labels raise the coverage of old windows: rewrite the rows of those they touched.
             touched = set((np.unique(times // state.coverage.size_ms) * state.coverage.size_ms).tolist())
             out.metric_rows.extend(self._coverage_rows(key, state, now_ms, touched))
@@ -339,9 +391,8 @@ class DriftDetector:
                 state.detector = ConceptDriftDetector("ADWIN")
             first = state.detector.n_seen
             for index in state.detector.update(errors):
-                fired = group[index - first]
                 at = int(times[index - first])
-                partition, offset = position_of.get(id(fired), (None, None))
+                partition, offset = (None, None) if positions is None else positions[group_index[index - first]]
                 # The window is the instant of the record that fired; value keeps the stream index.
                 signal = {"kind": "concept", "feature": "__error__", "statistic": state.detector.method,
                           "value": float(index), "band": "act", "window_start": at, "window_end": at,
@@ -352,7 +403,7 @@ class DriftDetector:
                 decision = self.policy.observe_concept(key[0], key[1], state.detector.method, index, at)
                 if decision is not None:
                     out.requests.append(decision)
-        self._remember(labeled, self._seen_labeled, _labeled_key, now_ms)
+        self._remember(labeled, keys, self._seen_labeled, now_ms)
         return out
 
     # -- model events: the outcomes of retrain requests -------------------------------------
@@ -383,14 +434,19 @@ class DriftDetector:
              "detector": base64.b64encode(s.detector.snapshot()).decode(), "coverage": s.coverage.snapshot()}
             for (m, v), s in self._versions.items() if s is not None
         ]
-        return json.dumps({"format": 1, "policy": self.policy.snapshot(), "versions": versions,
-                           "seen_predictions": self._seen_predictions.snapshot(),
-                           "seen_labeled": self._seen_labeled.snapshot(),
+        rest = json.dumps({"format": 1, "policy": self.policy.snapshot(), "versions": versions,
                            "last_seen": [[m, v, t] for (m, v), t in self._last_seen.items()],
-                           "watermarks": {m: wm.snapshot() for m, wm in self._watermarks.items()}}).encode()
+                           "watermarks": {m: wm.snapshot() for m, wm in self._watermarks.items()}})
+        # The dedupe memories are the bulk (tens of thousands of keys): each encodes the chunks
+        # it already encoded for the last snapshot only once (RecentKeys.snapshot_json).
+        return b"".join([rest[:-1].encode(), b', "seen_predictions": ', *self._seen_predictions.snapshot_parts(),
+                         b', "seen_labeled": ', *self._seen_labeled.snapshot_parts(), b"}"])
 
-    def restore(self, snapshot: bytes) -> None:
+    def restore(self, snapshot: bytes, restart: bool = True) -> None:
+        """Resume from :meth:`snapshot`: after a restart, or (``restart=False``) exactly as it was, the
+        state of this process put back (a rollback): versions first seen since are forgotten too."""
         data = json.loads(snapshot)
+        self._versions = {}
         self.policy.restore(data["policy"])
         for item in data["versions"]:
             key = (item["model"], item["version"])
@@ -407,40 +463,43 @@ class DriftDetector:
         self._watermarks = {}
         for model, saved in data.get("watermarks", {}).items():
             wm = self._watermarks[model] = PartitionWatermarks(self.max_skew_ms, self.idle_timeout_ms)
-            wm.restore(saved)
+            wm.restore(saved, restart=restart)
 
 
-def _prediction_key(record: dict[str, Any]) -> str:
-    return record["prediction_id"]
+# Fields read from every record, through map() (no Python frame per record).
+_ROLE, _MODEL, _VERSION = itemgetter("role"), itemgetter("model"), itemgetter("model_version")
+_EVENT_TIME, _LABEL_TIME, _SCORE = itemgetter("event_time"), itemgetter("label_time"), itemgetter("score")
+_NUMERIC, _CATEGORICAL = itemgetter("numeric_features"), itemgetter("categorical_features")
 
 
-def _labeled_key(record: dict[str, Any]) -> tuple[str, str]:
-    return record["model"], record["event_id"]
+def _prediction_keys(records: list[dict[str, Any]]) -> list[str]:
+    return list(map(itemgetter("prediction_id"), records))
 
 
-def _partitions_by_record(records: list[dict[str, Any]], positions: list[Position] | None) -> dict[int, int]:
-    """id(record) -> its partition (0 for every record when positions are unknown)."""
-    if positions is None:
-        return {id(r): 0 for r in records}
-    if len(positions) != len(records):
-        raise ValueError("positions must have one (partition, offset) per record")
-    return {id(r): int(p[0]) for r, p in zip(records, positions)}
+def _labeled_keys(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return list(zip(map(_MODEL, records), map(itemgetter("event_id"), records)))
 
 
-def _by_model(records) -> dict[str, list[dict[str, Any]]]:
-    """Champion records per model, in arrival order."""
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in records:
-        if r["role"] == "champion":
-            groups[r["model"]].append(r)
-    return groups
+def _times_ms(values: list) -> np.ndarray:
+    """Epoch-ms event times as int64 (ints straight in; datetimes converted one by one)."""
+    try:
+        return np.array(values, dtype=np.int64).reshape(len(values))
+    except TypeError:
+        return np.fromiter((to_ms(v) for v in values), np.int64, len(values))
 
 
-def _indices_by_version(records: list[dict[str, Any]]) -> dict[int, np.ndarray]:
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i, r in enumerate(records):
-        groups[r["model_version"]].append(i)
-    return {v: np.asarray(ix, dtype=np.int64) for v, ix in groups.items()}
+def _groups(labels: list) -> list[tuple[Any, np.ndarray | None]]:
+    """``(label, indices)`` per distinct label in order of first appearance; indices None when
+    every item has that one label (the usual case: one model, one version per batch)."""
+    if not labels:
+        return []
+    first = labels[0]
+    if labels.count(first) == len(labels):
+        return [(first, None)]
+    groups: dict[Any, list[int]] = defaultdict(list)
+    for i, label in enumerate(labels):
+        groups[label].append(i)
+    return [(label, np.asarray(ix, dtype=np.int64)) for label, ix in groups.items()]
 
 
 def _event_count_rows(key: Key, counts, now_ms: int) -> list[dict[str, Any]]:
@@ -454,13 +513,6 @@ def _event_count_rows(key: Key, counts, now_ms: int) -> list[dict[str, Any]]:
                                              "value": float(value), "band": "", "window_start": c.start,
                                              "window_end": c.end, "n": value}, now_ms))
     return rows
-
-
-def _by_version(records) -> dict[Key, list[dict[str, Any]]]:
-    groups: dict[Key, list[dict[str, Any]]] = defaultdict(list)
-    for r in records:
-        groups[(r["model"], r["model_version"])].append(r)
-    return groups
 
 
 #: Every drift_metrics column a signal may leave out, with the value it then gets: Store.insert

@@ -52,12 +52,6 @@ def profile_from_registry(registry: Any):
     return profile_of
 
 
-def _positions(items: list[Incoming]) -> list[tuple[int, int]]:
-    """Each record's (partition, offset) on its topic: the watermark is kept per partition, and
-    a concept detection names the record that fired it."""
-    return [(item.message.partition, item.message.offset) for item in items]
-
-
 class DriftDetectorService:
     name = "drift-detector"
     topics = [PREDICTIONS, LABELED]
@@ -91,16 +85,25 @@ class DriftDetectorService:
         self._follow_partitions(now_ms)
         # Model events come first in a batch (the runner puts control records first): an outcome
         # applies before this batch's windows are judged.
-        model_events = [item.record for item in batch if item.topic == MODELS]
+        model_events, predictions, prediction_positions, labeled, labeled_positions = [], [], [], [], []
+        # One pass: records by topic, with their (partition, offset): the watermark is kept per
+        # partition, and a concept detection names the record that fired it.
+        for item in batch:
+            if item.topic == PREDICTIONS:
+                predictions.append(item.record)
+                prediction_positions.append((item.message.partition, item.message.offset))
+            elif item.topic == LABELED:
+                labeled.append(item.record)
+                labeled_positions.append((item.message.partition, item.message.offset))
+            elif item.topic == MODELS:
+                model_events.append(item.record)
         out.add_rows("audit", [audit_row(event) for event in model_events])
         for seen in self.detector.observe_model_events(model_events):
             if seen.applied:
                 RETRAIN_OUTCOMES.labels(seen.model, seen.outcome).inc()
-        predictions = [item for item in batch if item.topic == PREDICTIONS]
-        labeled = [item for item in batch if item.topic == LABELED]
         skipped_before = dict(self.detector.skipped)
-        for result in (self.detector.observe_predictions([i.record for i in predictions], now_ms, _positions(predictions)),
-                       self.detector.observe_labeled([i.record for i in labeled], now_ms, _positions(labeled))):
+        for result in (self.detector.observe_predictions(predictions, now_ms, prediction_positions),
+                       self.detector.observe_labeled(labeled, now_ms, labeled_positions)):
             self._emit(result, out, now_ms)
             for model, n in result.late_events.items():
                 LATE_EVENTS.labels(model).inc(n)
@@ -127,3 +130,8 @@ class DriftDetectorService:
 
     def restore(self, snapshot: bytes) -> None:
         self.detector.restore(snapshot)
+
+    def rollback_to(self, snapshot: bytes) -> None:
+        """Put the state back exactly as it was at :meth:`snapshot` (a
+        :class:`~driftline.runner.RollbackPoint`), not as after a restart."""
+        self.detector.restore(snapshot, restart=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import math
 from dataclasses import dataclass
 
@@ -54,8 +55,17 @@ def _group(win: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return uk, inv.ravel()
 
 
-def _nan_to_none(a: np.ndarray) -> list:
-    return [None if math.isnan(v) else v for v in a.tolist()]
+def _floats_to_text(a: np.ndarray) -> str:
+    """Float64 values, exactly (NaN included), as base64 text: a thousand floats encode in
+    microseconds, where JSON numbers take milliseconds."""
+    return base64.b64encode(np.ascontiguousarray(a, dtype="<f8").tobytes()).decode("ascii")
+
+
+def _floats_from(saved) -> np.ndarray:
+    """:func:`_floats_to_text`'s text, or a list with None for NaN (snapshot formats 1 and 2)."""
+    if isinstance(saved, str):
+        return np.frombuffer(base64.b64decode(saved), dtype="<f8").astype(np.float64)
+    return np.asarray([math.nan if v is None else v for v in saved], dtype=np.float64)
 
 
 class WindowedProfileCounter:
@@ -412,9 +422,10 @@ class WindowedProfileCounter:
         return {f: self.profile.features[f].n_bins for f in self._names}
 
     def snapshot(self) -> dict:
-        """JSON-able state: open windows, counters, watermark and sampler state."""
+        """JSON-able state: open windows, counters, watermark and sampler state (the samples and
+        their keys as base64 float64, format 3; formats 1 and 2 held JSON lists and still restore)."""
         return {
-            "format": 2,
+            "format": 3,
             "spec": self.spec.to_dict(),
             "layout": self._layout(),
             "sample_size": self.sample_size,
@@ -429,8 +440,8 @@ class WindowedProfileCounter:
                 {
                     "k": k, "n": st.n, "tmin": st.tmin, "tmax": st.tmax, "ahead": st.ahead,
                     "counts": {f: c.tolist() for f, c in st.counts.items()},
-                    "keys": st.keys.tolist(),
-                    "samples": {f: _nan_to_none(s) for f, s in st.samples.items()},
+                    "keys": _floats_to_text(st.keys),
+                    "samples": {f: _floats_to_text(s) for f, s in st.samples.items()},
                 }
                 for k, st in sorted(self._open.items())
             ],
@@ -439,7 +450,7 @@ class WindowedProfileCounter:
     def restore(self, snapshot: dict) -> None:
         """Resume from :meth:`snapshot`; the spec, the profile's bins and the sample
         size must be the ones the snapshot was taken with."""
-        if snapshot.get("format") not in (1, 2):
+        if snapshot.get("format") not in (1, 2, 3):
             raise ValueError(f"unknown snapshot format {snapshot.get('format')!r}")
         if WindowSpec.from_dict(snapshot["spec"]) != self.spec:
             raise ValueError("snapshot was taken with another window spec")
@@ -460,8 +471,7 @@ class WindowedProfileCounter:
             self._open[int(w["k"])] = _Open(
                 n=int(w["n"]),
                 counts={f: np.asarray(c, dtype=np.int64) for f, c in w["counts"].items()},
-                keys=np.asarray(w["keys"], dtype=np.float64),
-                samples={f: np.asarray([math.nan if v is None else v for v in s], dtype=np.float64)
-                         for f, s in w["samples"].items()},
+                keys=_floats_from(w["keys"]),
+                samples={f: _floats_from(s) for f, s in w["samples"].items()},
                 tmin=w["tmin"], tmax=w["tmax"], ahead=int(w.get("ahead", 0)),
             )

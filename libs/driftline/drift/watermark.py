@@ -235,10 +235,12 @@ class PartitionWatermarks:
         """JSON-able state: every partition's watermark, last wall time and run of events ahead."""
         return {"format": 1, "current": self._current, "ahead_events": self.ahead_events, "jumps": self.jumps,
                 "partitions": [[p, s.high, s.last_wall_ms, s.run_events, s.run_since_wall_ms, s.run_min]
-                               for p, s in sorted(self._parts.items())]}
+                               for p, s in sorted(self._parts.items())],
+                "restored": self._restored}
 
-    def restore(self, snapshot: dict) -> None:
-        """Resume from :meth:`snapshot`."""
+    def restore(self, snapshot: dict, restart: bool = True) -> None:
+        """Resume from :meth:`snapshot`: after a restart (every partition gets a fresh idle timeout
+        at the next call), or, with ``restart=False``, exactly as it was (a rollback in one process)."""
         if snapshot.get("format") != 1:
             raise ValueError(f"unknown watermark snapshot format {snapshot.get('format')!r}")
         self._current = snapshot["current"]
@@ -246,4 +248,4 @@ class PartitionWatermarks:
         self.jumps = int(snapshot["jumps"])
         self._parts = {int(p): _Partition(high, wall, run, since, run_min)
                        for p, high, wall, run, since, run_min in snapshot["partitions"]}
-        self._restored = True
+        self._restored = True if restart else bool(snapshot.get("restored", False))
