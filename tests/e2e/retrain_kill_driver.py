@@ -23,7 +23,7 @@ import pandas as pd
 from driftline.config import Settings
 from driftline.entry.embedded import Embedded
 from driftline.timeutil import now_ms
-from driftline.topics import ALL_TOPICS, FEATURES, LABELS, RETRAIN
+from driftline.topics import FEATURES, LABELS, RETRAIN
 
 MODEL = "pump"
 
@@ -62,21 +62,10 @@ def request(app: Embedded, request_id: str, window_start_ms: int, kill_after_reg
     app.pump()
 
 
-def same_schema_ids(app: Embedded) -> None:
-    """Register every topic's schema in one fixed order, so each run of this process gets the same ids.
-
-    Embedded mode's schema registry lives in process memory and numbers schemas in the
-    order they are first used; without this, a restarted process cannot decode the
-    records a killed one left on the persistent bus (they are dead-lettered as
-    "Schema Not Found"). Found while writing this test; reported, not fixed here.
-    """
-    for topic in ALL_TOPICS:  # the serializer's own (normalized) schema, or it would register another id later
-        app.codec.registry.register_schema(f"{topic}-value", app.codec._serializer(topic)._schema)
-
-
 def main(argv: list[str]) -> int:
+    # The in-process schema registry numbers schemas in one fixed order (Codec), so a restarted
+    # process reads what a killed one left on the persistent bus.
     app = Embedded(Settings(), persistent=True)
-    same_schema_ids(app)
     try:
         if argv[0] == "stream":
             stream(app, argv[1], argv[2])
