@@ -21,7 +21,8 @@ from driftline.codec import Codec, registry_client
 from driftline.failure import Backoff, DependencyUnavailable
 from driftline.runner import Incoming, Output, Runner
 from driftline.state import StateStore
-from driftline.topics import ALL_TOPICS, LABELS
+from driftline.testing.samples import SAMPLES
+from driftline.topics import ALL_TOPICS, LABELS, MODELS
 
 FAST = Backoff(initial_s=0.001, max_s=0.01)
 
@@ -385,3 +386,46 @@ def test_the_registry_down_mid_batch_at_decode_is_waited_for_never_dead_lettered
     assert len(service.counts) == 300 and set(service.counts.values()) == {1}
     assert dead_letters(store) == [] and runner.dead_lettered == 0
     assert committed(bus, "counter-registry") == 300 and runner.healthy
+
+
+@dataclass
+class ModelWatcher(CountingService):
+    """Counts labels and keeps the model events it reads on its control topic."""
+
+    control_topics: list[str] = field(default_factory=lambda: [MODELS])
+    model_events: list[dict] = field(default_factory=list)
+
+    def handle(self, batch: list[Incoming], now_ms: int) -> Output:
+        self.model_events += [item.record for item in batch if item.topic == MODELS]
+        return super().handle([item for item in batch if item.topic != MODELS], now_ms)
+
+
+def test_a_control_commit_that_needs_a_poll_never_stalls_the_runner(store, codec) -> None:
+    """After a broker outage longer than the group session, librdkafka's control consumer must be
+    polled to rejoin its group before a commit can succeed ("Waiting for coordinator" until then).
+    Seen in CI: the predictor retried that commit for ever, polled nothing, its model swap unread."""
+    bus, _ = labels_bus(codec, 300)
+    service = ModelWatcher("counter-control")
+    runner = Runner(service, bus, codec, store, batch_size=100, backoff=FAST)
+    session = {"lost": True, "commit_failed": False}  # the broker is back; the group session is not
+    real_poll, real_commit = runner.control.poll_batch, runner.control.commit
+
+    def poll_batch(max_records, timeout_s, *args, **kwargs):
+        if session["commit_failed"]:  # a poll after the failed commit serves the rejoin
+            session["lost"] = False
+        return real_poll(max_records, timeout_s, *args, **kwargs)
+
+    def commit(offsets):
+        if session["lost"]:
+            session["commit_failed"] = True
+            raise DependencyUnavailable("broker: Commit failed: Local: Waiting for coordinator")
+        return real_commit(offsets)
+
+    runner.control.poll_batch, runner.control.commit = poll_batch, commit
+    bus.producer().produce(MODELS, codec.encode(MODELS, SAMPLES[MODELS]), key=b"credit")
+    finished = threading.Event()
+    threading.Thread(target=lambda: (drain(runner), finished.set()), daemon=True).start()
+    assert finished.wait(30), "the runner is stuck retrying a commit that only a poll can unblock"
+    assert [e["version"] for e in service.model_events] == [SAMPLES[MODELS]["version"]]
+    assert len(service.counts) == 300 and committed(bus, "counter-control") == 300
+    assert not session["lost"]  # the consumer was polled again, so its next commit could go through
