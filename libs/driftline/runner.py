@@ -227,13 +227,20 @@ class Runner:
         # so a model swap applies from the next batch however busy the data topics are. Its group
         # is per instance: every replica must see every control record.
         control_topics = getattr(service, "control_topics", [])
-        self.control = bus.consumer(f"driftline-{service.name}-control-{uuid.uuid4().hex[:8]}",
-                                    control_topics) if control_topics else None
+        self.control = self._control_consumer(bus, control_topics) if control_topics else None
         self.processed = 0
         self.dead_lettered = 0
         self.metrics = RunnerMetrics(service.name)
         if state is not None and not isinstance(self.consumer, SingleOwnerConsumer):
             self._resume_saved()
+
+    def _control_consumer(self, bus: Bus, topics: list[str]) -> Consumer:
+        """Every control record, in every replica: a group-less reader where the bus has one
+        (Kafka: no coordinator to lose in a broker restart), else a group of this instance's own."""
+        reader = getattr(bus, "reader", None)
+        if reader is not None:
+            return reader(topics)
+        return bus.consumer(f"driftline-{self.service.name}-control-{uuid.uuid4().hex[:8]}", topics)
 
     @property
     def healthy(self) -> bool:

@@ -331,12 +331,18 @@ class Cluster:
                 for family in text_string_to_metric_families(response.text) for sample in family.samples}
 
     def predictor_has_read_the_model_events(self) -> bool:
-        """Whether the live predictor's control consumer (a group of its own per process) has
-        committed the ``models`` topic to its end."""
-        groups = self.admin.list_consumer_groups(request_timeout=10).result().valid
-        live = [g.group_id for g in groups
-                if g.group_id.startswith("driftline-predictor-control-") and g.state.name == "STABLE"]
-        return len(live) == 1 and self.committed_lag(live[0], [MODELS], group=live[0]) == 0
+        """Whether the live predictor has read the ``models`` topic to its end. Its control reader
+        belongs to no group (it reads every partition from the beginning), so its own count of
+        the records it read says how far it got."""
+        read = self.scrape("predictor").get(
+            ("driftline_records_in_total", (("service", "predictor"), ("topic", MODELS))), 0)
+        consumer = Consumer({"bootstrap.servers": self.kafka_bootstrap, "group.id": "probe-models-end"})
+        try:
+            ends = [consumer.get_watermark_offsets(TopicPartition(MODELS, p), timeout=10)
+                    for p in consumer.list_topics(MODELS, timeout=10).topics[MODELS].partitions]
+        finally:
+            consumer.close()
+        return read >= sum(high - low for low, high in ends)
 
     def committed_lag(self, service: str, topics: list[str], group: str | None = None) -> int:
         """Records on ``topics`` the service's group has not committed yet."""

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 
 from confluent_kafka import Consumer as _Consumer
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Producer as _Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -74,6 +75,10 @@ class KafkaBus(Bus):
 
     def consumer(self, group: str, topics: list[str]) -> KafkaConsumer:
         return KafkaConsumer(self.config, group, topics)
+
+    def reader(self, topics: list[str]) -> KafkaReader:
+        """Every partition of ``topics`` from the beginning, in no group (control topics)."""
+        return KafkaReader(self.config, topics)
 
     def group_members(self, group: str, timeout_s: float = 10.0) -> list[str]:
         """The member ids of ``group`` as the broker's coordinator sees them (empty: nobody in it).
@@ -259,3 +264,33 @@ class KafkaConsumer(Consumer):
 
     def close(self) -> None:
         self._consumer.close()
+
+
+class KafkaReader(KafkaConsumer):
+    """Reads every partition of its topics from the beginning, outside any consumer group.
+
+    For control topics (model events), which every instance reads whole. A group would add
+    nothing but a coordinator to depend on, and a broker restart can leave a group consumer
+    stuck: one whose session was lost must be polled before a commit succeeds, and one whose
+    committed-offset fetch failed while it joined may never get a position (both seen in CI).
+    Without a group there is no join, no offset fetch and nothing to commit. The partitions
+    are those the topics have when the reader starts (driftline creates its topics first).
+    """
+
+    def __init__(self, config: dict, topics: list[str], timeout_s: float = 30.0):
+        settings = {**self.DEFAULTS, **config, "group.id": f"driftline-reader-{uuid.uuid4().hex[:8]}", **self.REQUIRED}
+        self._eager = False
+        self._consumer = _Consumer(settings)
+        self._pending_seeks: Offsets = {}
+        try:
+            metadata = self._consumer.list_topics(timeout=timeout_s).topics
+        except Exception:
+            self._consumer.close()
+            raise
+        self._consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)
+                               for topic in topics if topic in metadata
+                               for partition in sorted(metadata[topic].partitions)])
+
+    def commit(self, offsets: Offsets) -> bool:
+        """Nothing to commit outside a group: a restarted reader reads the topics again."""
+        return True
