@@ -436,8 +436,9 @@ class Runner:
     def _commit_control(self, control: list[Message]) -> None:
         """Commit the control records read, if the broker takes it now; never wait for it.
 
-        The control group is this instance's own, and what it reads (model events) is handled
-        idempotently, so a control record read again after a missed commit does no harm. Waiting
+        Control records are this instance's alone (over Kafka a group-less reader commits
+        nothing), and what they say (model events) is handled idempotently, so a control record
+        read again after a missed commit does no harm. Waiting
         would: after a broker outage longer than the group session, the control consumer must be
         polled to rejoin its group before any commit can succeed, and a runner retrying the
         commit polls nothing (seen in CI: the predictor waited for ever, its model swap unread).
