@@ -114,6 +114,32 @@ def registry_client(url: str | None) -> SchemaRegistryClient:
     return SchemaRegistryClient.new_client({"url": url or EMBEDDED_REGISTRY_URL})
 
 
+class _RecentDecodes:
+    """The latest decoded records per topic, by their bytes: two generations of ``size`` each,
+    the older dropped whole when the newer fills (bounded, and O(1) per record). In one process
+    the bytes of a record are one object, handed to every consumer, so a lookup hashes them
+    once and compares by identity."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._newer: dict[str, dict[bytes, dict]] = {}
+        self._older: dict[str, dict[bytes, dict]] = {}
+
+    def get(self, topic: str, data: bytes) -> dict | None:
+        newer = self._newer.get(topic)
+        record = None if newer is None else newer.get(data)
+        if record is None and (older := self._older.get(topic)) is not None:
+            record = older.get(data)
+        return record
+
+    def put(self, topic: str, data: bytes, record: dict) -> None:
+        newer = self._newer.setdefault(topic, {})
+        if len(newer) >= self.size:
+            self._older[topic], newer = newer, {}
+            self._newer[topic] = newer
+        newer[data] = record
+
+
 class Codec:
     """Turns records (dicts) into wire-format bytes for a topic, and back.
 
@@ -124,6 +150,12 @@ class Codec:
     backend
         What reads record bodies: ``"cavro"`` (the default when it is installed) or
         ``"fastavro"``. Writing is always fastavro's.
+    shared_decodes
+        Keep up to about this many of the latest decoded records per topic (0: none), for a
+        codec that several consumers in one process share (the embedded mode): the label-joiner
+        and the drift-detector both read every prediction, and the second gets the first's
+        decode of the very same bytes. Each caller gets a copy of the record's top level; nested
+        maps are shared and must not be changed.
 
     Examples
     --------
@@ -136,8 +168,9 @@ class Codec:
     'e1'
     """
 
-    def __init__(self, registry: SchemaRegistryClient, backend: str | None = None):
+    def __init__(self, registry: SchemaRegistryClient, backend: str | None = None, shared_decodes: int = 0):
         self.registry = registry
+        self._shared = _RecentDecodes(shared_decodes) if shared_decodes > 0 else None
         self.backend = backend or DECODE_BACKEND
         if self.backend not in ("cavro", "fastavro") or (self.backend == "cavro" and cavro is None):
             raise ValueError(f"no Avro decoding backend {self.backend!r} here (cavro installed: {cavro is not None})")
@@ -218,13 +251,20 @@ class Codec:
         if len(data) < 5:
             raise UndecodableRecord(f"cannot decode a {RECORD_OF_TOPIC[topic]} on topic {topic!r}: "
                                     f"{len(data)} bytes, no room for a schema id")
+        shared = self._shared
+        if shared is not None and (record := shared.get(topic, data)) is not None:
+            return dict(record)
         read = self._readers.get((topic, data[1:5]))  # keyed by the id's 4 bytes: no unpacking per record
         if read is None:
             read = self._reader(topic, data[1:5])
         try:
-            return read(data)
+            record = read(data)
         except Exception as exc:  # truncated bytes, bad body: "bad bytes"
             raise UndecodableRecord(f"cannot decode a {RECORD_OF_TOPIC[topic]} on topic {topic!r}: {exc}") from exc
+        if shared is None:
+            return record
+        shared.put(topic, data, record)
+        return dict(record)
 
     def _reader(self, topic: str, id_bytes: bytes) -> Callable[[bytes], dict[str, Any]]:
         """The body reader for records of ``topic`` written with the schema id in ``id_bytes``,

@@ -194,6 +194,9 @@ class Runner:
         micro-batch flushed by size or by linger: :meth:`driftline.bus.Consumer.poll_batch`).
     backoff
         Waits between retries while a dependency is down (capped exponential).
+    commit_patience_s
+        How long a commit that fails transiently is retried before it counts as refused (the
+        batch is read again): longer than the group session, which a broker outage outlives.
     stop
         Set to interrupt a wait for a dependency (:meth:`run` sets it to its own event).
     """
@@ -201,7 +204,7 @@ class Runner:
     def __init__(self, service: Service, bus: Bus, codec: Codec, store: Store, *, batch_size: int = 1000,
                  poll_timeout_s: float = 0.2, linger_s: float = 0.0, clock: Callable[[], int] | None = None,
                  state: Any | None = None, state_every_s: float = 5.0, backoff: Backoff | None = None,
-                 stop: threading.Event | None = None):
+                 commit_patience_s: float = 30.0, stop: threading.Event | None = None):
         self.service = service
         self.bus = bus
         self.codec = codec
@@ -213,6 +216,7 @@ class Runner:
         self.state = state  # a StateStore, for stateful services
         self.state_every_s = state_every_s
         self.backoff = backoff or Backoff()
+        self.commit_patience_s = commit_patience_s
         self.stop = stop
         self._state_saved_at = time.monotonic()
         self._abandoned = False  # a batch was left unfinished on stop: its state must not be saved
@@ -308,9 +312,7 @@ class Runner:
         return len(messages)
 
     def _poll(self, timeout_s: float) -> list[Message]:
-        if self.linger_s > 0:
-            return self.consumer.poll_batch(self.batch_size, timeout_s, linger_s=self.linger_s)
-        return self.consumer.poll_batch(self.batch_size, timeout_s)  # consumers that know no linger too
+        return self.consumer.poll_batch(self.batch_size, timeout_s, linger_s=self.linger_s)
 
     def _follow_assignment(self) -> None:
         """Tell a service that keeps per-key memory (the label-joiner's waiting labels) that
@@ -412,8 +414,9 @@ class Runner:
         A transient failure of a step (store, schema registry or broker unreachable, a
         flush not acknowledged in time) retries that step with backoff until it succeeds
         or the runner is stopped; it never reaches the records. A commit the bus refuses
-        (the group rebalanced) raises :class:`CommitRefused` before step 4: the state must
-        not be saved with offsets that were not committed (see :meth:`step`).
+        (the group rebalanced), or one still failing after ``commit_patience_s``, raises
+        :class:`CommitRefused` before step 4: the state must not be saved with offsets that
+        were not committed (see :meth:`step`).
         """
         # 1. Store rows first: if we die after this, the replay rewrites the same keys.
         for table, rows in output.rows.items():
@@ -423,7 +426,7 @@ class Runner:
         self._retry(lambda: self._publish(output.records), "the broker (publish and flush)")
         # 3. Only now may the input be considered done.
         offsets = next_offsets(messages)
-        if offsets and self._retry(lambda: self.consumer.commit(offsets), "the broker (commit)") is False:
+        if offsets and not self._commit(offsets):
             raise CommitRefused(f"{self.service.name}: commit of {offsets} refused")
         if control:
             self._commit_control(control)
@@ -432,6 +435,26 @@ class Runner:
         if offsets and time.monotonic() - self._state_saved_at >= self.state_every_s:
             self._retry(self.persist_state, "the store (state)")
         return offsets
+
+    def _commit(self, offsets: Offsets) -> bool:
+        """Commit the data consumer's offsets, retried while the broker is away, but only for
+        ``commit_patience_s``: a consumer whose group session ran out meanwhile must be polled
+        to rejoin before any commit can succeed ("Waiting for coordinator" until then), and a
+        runner retrying the commit polls nothing. Past the patience the commit counts as refused:
+        back to the last saved state, poll again, and the batch comes again (the group has
+        moved on by then anyway)."""
+        give_up_at = time.monotonic() + self.commit_patience_s
+
+        def commit() -> bool:
+            try:
+                return self.consumer.commit(offsets)
+            except Exception as exc:
+                if is_transient(exc) and time.monotonic() >= give_up_at:
+                    log.warning("%s: commit still failing after %.0f s (%s); polling again",
+                                self.service.name, self.commit_patience_s, exc)
+                    return False
+                raise
+        return self._retry(commit, "the broker (commit)") is not False
 
     def _commit_control(self, control: list[Message]) -> None:
         """Commit the control records read, if the broker takes it now; never wait for it.

@@ -277,24 +277,37 @@ class IngestGateway:
         """Produce ``encoded`` in order; the indexes the bus acknowledged by ``deadline``. Refusals
         become rejections; records still unacknowledged at the deadline go to ``result.in_flight``."""
         produced: list[_Encoded] = []
-        for position, item in enumerate(encoded):
+        produce_many = getattr(self.producer, "produce_many", None)
+        if produce_many is not None:  # the embedded bus: the whole batch under one lock
             try:
-                self.producer.produce(topic, item.value, key=item.key)
+                produce_many([(topic, item.value, item.key) for item in encoded])
+                produced = encoded
             except BusFull as exc:
-                # The rest would only wait on the same full bus (Kafka's producer blocks up to 30 s).
-                log.warning("ingest: bus full on %s; %d records refused", topic, len(encoded) - position)
-                result.rejected.extend(_refused(e.candidate, f"the bus is full: {exc}") for e in encoded[position:])
-                break
-            except Exception as exc:  # e.g. a broker refusing this one record
-                result.rejected.append(_refused(item.candidate, f"the bus refused the record: {exc}"))
-                continue
-            produced.append(item)
+                produced = encoded[:exc.appended]
+                self._refuse_the_rest(topic, encoded[exc.appended:], exc, result)
+        else:
+            for position, item in enumerate(encoded):
+                try:
+                    self.producer.produce(topic, item.value, key=item.key)
+                except BusFull as exc:
+                    self._refuse_the_rest(topic, encoded[position:], exc, result)
+                    break
+                except Exception as exc:  # e.g. a broker refusing this one record
+                    result.rejected.append(_refused(item.candidate, f"the bus refused the record: {exc}"))
+                    continue
+                produced.append(item)
         if not self._acknowledged(topic, produced, deadline):
             result.in_flight.extend((e.candidate.index, e.candidate.record["event_id"]) for e in produced)
             return set()
         indexes = {e.candidate.index for e in produced}
         result.accepted.extend(indexes)
         return indexes
+
+    @staticmethod
+    def _refuse_the_rest(topic: str, rest: list[_Encoded], exc: BusFull, result: IngestResult) -> None:
+        # The rest would only wait on the same full bus (Kafka's producer blocks up to 30 s).
+        log.warning("ingest: bus full on %s; %d records refused", topic, len(rest))
+        result.rejected.extend(_refused(e.candidate, f"the bus is full: {exc}") for e in rest)
 
     def _acknowledged(self, topic: str, produced: list[_Encoded], deadline: float) -> bool:
         """Wait until the bus acknowledges ``produced``, at most until ``deadline``.

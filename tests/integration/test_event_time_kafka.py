@@ -41,9 +41,10 @@ class _Prefixed:
     def produce(self, topic, value, key=None):
         return self._inner.produce(self._prefix + topic, value, key)
 
-    def poll_batch(self, max_records, timeout_s):
+    def poll_batch(self, max_records, timeout_s, linger_s=0.0):
         n = len(self._prefix)
-        return [dataclasses.replace(m, topic=m.topic[n:]) for m in self._inner.poll_batch(max_records, timeout_s)]
+        batch = self._inner.poll_batch(max_records, timeout_s, linger_s)
+        return [dataclasses.replace(m, topic=m.topic[n:]) for m in batch]
 
     def commit(self, offsets):
         return self._inner.commit(self._out(offsets))

@@ -2,7 +2,7 @@ import pytest
 
 from driftline.codec import Codec, SchemaViolation, UndecodableRecord, registry_client, schema_fields
 from driftline.testing.samples import SAMPLES
-from driftline.topics import ALL_TOPICS, RECORD_OF_TOPIC
+from driftline.topics import ALL_TOPICS, LABELS, PREDICTIONS, RECORD_OF_TOPIC
 
 
 @pytest.fixture(scope="module")
@@ -40,3 +40,27 @@ def test_bytes_that_are_not_a_record_raise_undecodable(codec, data):
     codec.encode("labels", SAMPLES["labels"])  # make sure schema id 1 exists
     with pytest.raises(UndecodableRecord):
         codec.decode("labels", data)
+
+
+def test_a_shared_codec_decodes_the_same_bytes_once_and_hands_out_copies() -> None:
+    """shared_decodes (the embedded mode): a second consumer of the same bytes gets the first's
+    decode, as its own top-level dict; another topic's reading of them is still checked; memory
+    stays bounded by two generations."""
+    codec = Codec(registry_client(None), shared_decodes=4)
+    data = codec.encode(LABELS, {"model": "m", "event_id": "e1", "label": "1", "value": None, "label_time": 5})
+    calls = []
+    read = codec.decode(LABELS, data)
+    real_reader = codec._readers[(LABELS, data[1:5])]
+    codec._readers[(LABELS, data[1:5])] = lambda b: calls.append(b) or real_reader(b)
+    again = codec.decode(LABELS, data)
+    assert again == read and again is not read and calls == []  # not decoded again
+    again["label"] = "changed"
+    assert codec.decode(LABELS, data)["label"] == "1"  # a caller's change stays its own
+    with pytest.raises(UndecodableRecord):
+        codec.decode(PREDICTIONS, data)  # the same bytes on another topic: not a Prediction
+    for i in range(20):
+        codec.decode(LABELS, codec.encode(LABELS, {"model": "m", "event_id": f"e{i + 2}", "label": "0",
+                                                   "value": None, "label_time": i}))
+    assert sum(len(g.get(LABELS, {})) for g in (codec._shared._newer, codec._shared._older)) <= 8
+    codec.decode(LABELS, data)
+    assert calls.count(data) == 1  # forgotten, so decoded again

@@ -139,6 +139,7 @@ def test_produce_many_refused_mid_batch_keeps_the_records_before():
     bus = MemoryBus(max_lag_bytes=10, retention_bytes=0)
     bus.create_topics({"t": 1})
     bus.consumer("slow", ["t"])
-    with pytest.raises(BusFull):
+    with pytest.raises(BusFull) as refused:
         bus.producer().produce_many([("t", b"0123456789", None), ("t", b"x", None), ("t", b"y", None)])
     assert [m.value for m in bus._topics["t"][0].records] == [b"0123456789"]
+    assert refused.value.appended == 1  # what a caller needs to tell the records on the log from the others

@@ -429,3 +429,38 @@ def test_a_control_commit_that_needs_a_poll_never_stalls_the_runner(store, codec
     assert [e["version"] for e in service.model_events] == [SAMPLES[MODELS]["version"]]
     assert len(service.counts) == 300 and committed(bus, "counter-control") == 300
     assert not session["lost"]  # the consumer was polled again, so its next commit could go through
+
+
+def test_a_data_commit_that_needs_a_poll_counts_as_refused_after_the_patience(store, codec) -> None:
+    """The data consumer's commit can need a poll too (its group session ran out during a broker
+    outage): retried only for ``commit_patience_s``, then the batch goes back and is read again,
+    counted once, instead of a runner that retries for ever and polls nothing."""
+    bus, _ = labels_bus(codec, 300)
+    service = CountingService("counter-patience")
+    runner = Runner(service, bus, codec, store, batch_size=100, backoff=FAST, commit_patience_s=0.05)
+    session = {"lost": True, "commit_failed": 0}
+    real_poll, real_commit = runner.consumer.poll_batch, runner.consumer.commit
+
+    def poll_batch(max_records, timeout_s, *args, **kwargs):
+        if session["commit_failed"]:  # a poll after the failed commits serves the rejoin
+            session["lost"] = False
+        return real_poll(max_records, timeout_s, *args, **kwargs)
+
+    def commit(offsets):
+        if session["lost"]:
+            session["commit_failed"] += 1
+            raise DependencyUnavailable("broker: Commit failed: Local: Waiting for coordinator")
+        return real_commit(offsets)
+
+    runner.consumer.poll_batch, runner.consumer.commit = poll_batch, commit
+    finished = threading.Event()
+
+    def run() -> None:
+        assert runner.step(0.0) == 0  # the first batch's commit counted as refused: it comes again
+        drain(runner)
+        finished.set()
+    threading.Thread(target=run, daemon=True).start()
+    assert finished.wait(30), "the runner is stuck retrying a commit that only a poll can unblock"
+    assert session["commit_failed"] > 1 and not session["lost"]  # retried, then polled again
+    assert len(service.counts) == 300 and set(service.counts.values()) == {1}  # the first batch once
+    assert committed(bus, "counter-patience") == 300

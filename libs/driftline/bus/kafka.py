@@ -139,49 +139,13 @@ class KafkaProducer(Producer):
             raise KafkaException(f"{len(errors)} records failed: {described}")
 
 
-class KafkaConsumer(Consumer):
-    #: Defaults a deployment may tune through ``extra``. A consumer that dies without
-    #: leaving its group (SIGKILL, a lost node) holds its partitions until its session
-    #: times out: 10 s here rather than librdkafka's 45 s, so a restart resumes quickly.
-    DEFAULTS = {
-        "auto.offset.reset": "earliest",
-        "partition.assignment.strategy": "cooperative-sticky",
-        "session.timeout.ms": 10_000,
-        "heartbeat.interval.ms": 2_000,
-    }
-    #: The runner commits after its checkpoint, never librdkafka on its own.
-    REQUIRED = {"enable.auto.commit": False, "enable.auto.offset.store": False}
-    #: A group that reads several topics joins them by key (the label-joiner: predictions and
-    #: labels by event id), so partition i of every topic must go to the same member. The range
-    #: assignor does that over co-partitioned topics; a sticky one balances topic-partitions
-    #: freely and can give all of predictions to one instance and all of labels to another.
-    JOINING = {"partition.assignment.strategy": "range"}
+class _LibrdkafkaConsumer(Consumer):
+    """What a group consumer and a group-less reader share: polling a librdkafka consumer,
+    its positions and seeks."""
 
-    def __init__(self, config: dict, group: str, topics: list[str], timeout_s: float = 30.0):
-        joining = self.JOINING if len(topics) > 1 else {}
-        settings = {**self.DEFAULTS, **config, "group.id": group, **joining, **self.REQUIRED}
-        self._eager = settings["partition.assignment.strategy"] in ("range", "roundrobin")
-        self._consumer = _Consumer(settings)
+    def __init__(self, consumer: _Consumer):
+        self._consumer = consumer
         self._pending_seeks: Offsets = {}
-        if joining:
-            try:
-                metadata = self._consumer.list_topics(timeout=timeout_s).topics
-                check_co_partitioned(group, {t: len(metadata[t].partitions) for t in topics if t in metadata})
-            except Exception:
-                self._consumer.close()
-                raise
-        self._consumer.subscribe(topics, on_assign=self._on_assign)
-
-    def _on_assign(self, consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            # A restored state's offsets apply once; later rebalances resume from commits.
-            offset = self._pending_seeks.pop((tp.topic, tp.partition), None)
-            if offset is not None:
-                tp.offset = offset
-        if self._eager:  # an eager (range) rebalance hands over the whole assignment each time
-            consumer.assign(partitions)
-        else:
-            consumer.incremental_assign(partitions)
 
     def poll_batch(self, max_records: int, timeout_s: float, linger_s: float = 0.0) -> list[Message]:
         # Wait (at most timeout_s) for the first record only, then for the rest of the batch at
@@ -207,6 +171,71 @@ class KafkaConsumer(Consumer):
             batch.append(Message(m.topic(), m.partition(), m.offset(), m.key(), m.value() or b"", ts))
         return batch
 
+    def assigned(self) -> set[tuple[str, int]]:
+        """The (topic, partition)s this consumer holds right now."""
+        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    def positions(self) -> Offsets:
+        assigned = self._consumer.assignment()
+        return {(tp.topic, tp.partition): tp.offset for tp in self._consumer.position(assigned) if tp.offset >= 0}
+
+    def seek(self, offsets: Offsets) -> None:
+        """Seek the assigned partitions now, the others when they are assigned (once)."""
+        assigned = self.assigned()
+        for (topic, partition), offset in offsets.items():
+            if (topic, partition) in assigned:
+                self._pending_seeks.pop((topic, partition), None)
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+            else:
+                self._pending_seeks[(topic, partition)] = offset
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class KafkaConsumer(_LibrdkafkaConsumer):
+    #: Defaults a deployment may tune through ``extra``. A consumer that dies without
+    #: leaving its group (SIGKILL, a lost node) holds its partitions until its session
+    #: times out: 10 s here rather than librdkafka's 45 s, so a restart resumes quickly.
+    DEFAULTS = {
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 2_000,
+    }
+    #: The runner commits after its checkpoint, never librdkafka on its own.
+    REQUIRED = {"enable.auto.commit": False, "enable.auto.offset.store": False}
+    #: A group that reads several topics joins them by key (the label-joiner: predictions and
+    #: labels by event id), so partition i of every topic must go to the same member. The range
+    #: assignor does that over co-partitioned topics; a sticky one balances topic-partitions
+    #: freely and can give all of predictions to one instance and all of labels to another.
+    JOINING = {"partition.assignment.strategy": "range"}
+
+    def __init__(self, config: dict, group: str, topics: list[str], timeout_s: float = 30.0):
+        joining = self.JOINING if len(topics) > 1 else {}
+        settings = {**self.DEFAULTS, **config, "group.id": group, **joining, **self.REQUIRED}
+        self._eager = settings["partition.assignment.strategy"] in ("range", "roundrobin")
+        super().__init__(_Consumer(settings))
+        if joining:
+            try:
+                metadata = self._consumer.list_topics(timeout=timeout_s).topics
+                check_co_partitioned(group, {t: len(metadata[t].partitions) for t in topics if t in metadata})
+            except Exception:
+                self._consumer.close()
+                raise
+        self._consumer.subscribe(topics, on_assign=self._on_assign)
+
+    def _on_assign(self, consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            # A restored state's offsets apply once; later rebalances resume from commits.
+            offset = self._pending_seeks.pop((tp.topic, tp.partition), None)
+            if offset is not None:
+                tp.offset = offset
+        if self._eager:  # an eager (range) rebalance hands over the whole assignment each time
+            consumer.assign(partitions)
+        else:
+            consumer.incremental_assign(partitions)
+
     def commit(self, offsets: Offsets) -> bool:
         """Commit synchronously; False when the group moved on and the records will be replayed.
 
@@ -230,24 +259,6 @@ class KafkaConsumer(Consumer):
         """This consumer's id in its group, once it has joined (None before)."""
         return self._consumer.memberid() or None
 
-    def assigned(self) -> set[tuple[str, int]]:
-        """The (topic, partition)s this consumer holds right now."""
-        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
-
-    def positions(self) -> Offsets:
-        assigned = self._consumer.assignment()
-        return {(tp.topic, tp.partition): tp.offset for tp in self._consumer.position(assigned) if tp.offset >= 0}
-
-    def seek(self, offsets: Offsets) -> None:
-        """Seek the assigned partitions now, the others when they are assigned (once)."""
-        assigned = self.assigned()
-        for (topic, partition), offset in offsets.items():
-            if (topic, partition) in assigned:
-                self._pending_seeks.pop((topic, partition), None)
-                self._consumer.seek(TopicPartition(topic, partition, offset))
-            else:
-                self._pending_seeks[(topic, partition)] = offset
-
     def lag(self, timeout_s: float = 2.0) -> Offsets:
         """High watermark minus committed offset per assigned partition: one request for the
         commits and one per partition for its watermark, so callers do not ask every batch.
@@ -262,11 +273,8 @@ class KafkaConsumer(Consumer):
             lags[(tp.topic, tp.partition)] = max(0, high - (tp.offset if tp.offset >= 0 else low))
         return lags
 
-    def close(self) -> None:
-        self._consumer.close()
 
-
-class KafkaReader(KafkaConsumer):
+class KafkaReader(_LibrdkafkaConsumer):
     """Reads every partition of its topics from the beginning, outside any consumer group.
 
     For control topics (model events), which every instance reads whole. A group would add
@@ -278,10 +286,9 @@ class KafkaReader(KafkaConsumer):
     """
 
     def __init__(self, config: dict, topics: list[str], timeout_s: float = 30.0):
-        settings = {**self.DEFAULTS, **config, "group.id": f"driftline-reader-{uuid.uuid4().hex[:8]}", **self.REQUIRED}
-        self._eager = False
-        self._consumer = _Consumer(settings)
-        self._pending_seeks: Offsets = {}
+        settings = {**KafkaConsumer.DEFAULTS, **config, "group.id": f"driftline-reader-{uuid.uuid4().hex[:8]}",
+                    **KafkaConsumer.REQUIRED}
+        super().__init__(_Consumer(settings))
         try:
             metadata = self._consumer.list_topics(timeout=timeout_s).topics
         except Exception:

@@ -246,6 +246,7 @@ class MemoryBus(Bus):
         timestamp = int(time.time() * 1000)  # one clock read per call: records of a batch share it
         touched: set[tuple[str, int]] = set()
         files = self._files
+        appended = 0
         try:
             for topic, key, value in records:
                 partitions = self._partitions(topic)
@@ -269,6 +270,10 @@ class MemoryBus(Bus):
                     if file is not None:
                         _write_record(file, message)
                 touched.add((topic, index))
+                appended += 1
+        except BusFull as exc:
+            exc.appended = appended  # how many of the records are on the log
+            raise
         finally:
             for topic, index in touched:
                 if self._topics[topic][index].retained_bytes > self.retention_bytes:
@@ -326,7 +331,8 @@ class MemoryProducer(Producer):
         Raises
         ------
         BusFull
-            As ``produce``: the records before the one refused are on the log.
+            As ``produce``: the records before the one refused are on the log, as many as
+            the exception's ``appended`` says.
         """
         if not records:
             return

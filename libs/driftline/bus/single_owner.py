@@ -126,7 +126,7 @@ class SingleOwnerConsumer(Consumer):
 
     # -- Consumer -----------------------------------------------------------------------
 
-    def poll_batch(self, max_records: int, timeout_s: float) -> list[Message]:
+    def poll_batch(self, max_records: int, timeout_s: float, linger_s: float = 0.0) -> list[Message]:
         if self._inner is None:
             self._try_to_join()
             if self._inner is None:
@@ -143,7 +143,7 @@ class SingleOwnerConsumer(Consumer):
         if self._held:
             held, self._held = self._held[:max_records], self._held[max_records:]
             return held
-        return self._inner.poll_batch(max_records, timeout_s)
+        return self._inner.poll_batch(max_records, timeout_s, linger_s)
 
     def commit(self, offsets: Offsets) -> Any:
         if self._inner is None or not self._confirmed:

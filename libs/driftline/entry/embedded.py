@@ -51,7 +51,9 @@ class Embedded:
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self.bus = MemoryBus(log_dir=self.settings.home / "bus" if persistent else None)
         self.bus.create_topics({topic: self.settings.partitions for topic in ALL_TOPICS})
-        self.codec = Codec(registry_client(None))
+        # One codec for every service: a prediction read by the label-joiner and the drift-detector
+        # is decoded once (its bytes are one object in the in-process log).
+        self.codec = Codec(registry_client(None), shared_decodes=2 * self.settings.batch_size)
         self.store = Store(self.settings.resolved_store_dsn)
         self.store.migrate()
         self.registry = Registry(self.settings.registry_home, trusted_types=self.settings.trusted_types)
