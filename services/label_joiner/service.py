@@ -88,9 +88,8 @@ class LabelJoinerService:
         if self.joins_in_store is not None:
             self.joiner.restore_joined(self.joins_in_store(), all_joins=True)
         if self.predictions_in_store is not None:
-            predictions = self.predictions_in_store()
-            if predictions is not None:
-                self.joiner.restore_predictions(predictions, all_predictions=True)
+            predictions = self.predictions_in_store()  # None: more than memory keeps, so the store is asked
+            self.joiner.restore_predictions(predictions or [], all_predictions=predictions is not None)
         self._memory_loaded = True
 
     @classmethod

@@ -129,3 +129,31 @@ def test_the_service_over_a_store_reads_it_at_its_first_batch_and_after_a_rebala
     assert len(asked) > startup
     retry = service.handle([incoming(LABELS, _label("h0-3"))], now_ms=4)  # the same label again: absorbed
     assert retry.records == [] and "labels" not in retry.rows
+
+
+def test_after_a_rebalance_onto_a_store_holding_more_than_memory_the_store_is_asked_again(store):
+    """Found at review: a joiner that once held every prediction of the store kept believing so
+    after a rebalance onto a store holding more than memory keeps, and a label whose prediction
+    the previous owner had logged waited as pending instead of joining."""
+    from driftline.bus.base import Message
+    from driftline.codec import Codec, registry_client
+    from driftline.runner import Incoming
+    from driftline.services.label_joiner.service import LabelJoinerService
+    from driftline.topics import PREDICTIONS
+
+    codec = Codec(registry_client(None))
+
+    def incoming(topic: str, record: dict, offset: int) -> Incoming:
+        value = codec.encode(topic, record)
+        return Incoming(topic, codec.decode(topic, value), Message(topic, 0, offset, None, value, 0))
+
+    service = LabelJoinerService.over_store(store, label_ttl_ms=60_000, now_ms=0)
+    service.handle([incoming(PREDICTIONS, _prediction("mine-0"), 0)], now_ms=1)  # memory: all the store has
+    previous_owner = LabelJoinerService.over_store(store, label_ttl_ms=60_000, now_ms=0)
+    logged = previous_owner.handle([incoming(PREDICTIONS, _prediction(f"theirs-{i}"), i) for i in range(8)], now_ms=2)
+    for table, rows in logged.rows.items():
+        store.insert(table, rows)
+    service.joiner.recent_capacity = 4  # the store now holds more predictions than memory keeps
+    service.on_assignment(now_ms=3)
+    out = service.handle([incoming(LABELS, _label("theirs-5"), 0)], now_ms=4)
+    assert [record["event_id"] for _, _, record in out.records] == ["theirs-5"]  # joined with the store's prediction
