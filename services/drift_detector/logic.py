@@ -371,14 +371,14 @@ class DriftDetector:
         out = DriftOutput()
         if positions is not None and len(positions) != len(labeled):
             raise ValueError("positions must have one (partition, offset) per record")
-        labeled, index, keys = self._first_time(labeled, self._seen_labeled, _labeled_keys, "labeled")
+        labeled, batch_index, keys = self._first_time(labeled, self._seen_labeled, _labeled_keys, "labeled")
         versions = list(zip(map(_MODEL, labeled), map(_VERSION, labeled)))
         for key, in_key in _groups(versions):
             state = self._state(key)
             if state is None:
                 continue
             group = labeled if in_key is None else [labeled[i] for i in in_key.tolist()]
-            group_index = index if in_key is None else [index[i] for i in in_key.tolist()]
+            group_index = batch_index if in_key is None else [batch_index[i] for i in in_key.tolist()]
             times = _times_ms(list(map(_EVENT_TIME, group)))
             state.coverage.add_labels(times, _times_ms(list(map(_LABEL_TIME, group))))
             # Late labels raise the coverage of old windows: rewrite the rows of those they touched.
@@ -390,17 +390,17 @@ class DriftDetector:
                             key[0], key[1], state.detector.method)
                 state.detector = ConceptDriftDetector("ADWIN")
             first = state.detector.n_seen
-            for index in state.detector.update(errors):
-                at = int(times[index - first])
-                partition, offset = (None, None) if positions is None else positions[group_index[index - first]]
+            for stream_index in state.detector.update(errors):
+                at = int(times[stream_index - first])
+                partition, offset = (None, None) if positions is None else positions[group_index[stream_index - first]]
                 # The window is the instant of the record that fired; value keeps the stream index.
                 signal = {"kind": "concept", "feature": "__error__", "statistic": state.detector.method,
-                          "value": float(index), "band": "act", "window_start": at, "window_end": at,
+                          "value": float(stream_index), "band": "act", "window_start": at, "window_end": at,
                           "n": state.detector.n_seen, "event_time": at, "partition": partition,
-                          "offset": offset, "stream_index": int(index)}
+                          "offset": offset, "stream_index": int(stream_index)}
                 out.metric_rows.append(metric_row(key, signal, now_ms))
                 out.signals.append(_signal(key, signal, now_ms))
-                decision = self.policy.observe_concept(key[0], key[1], state.detector.method, index, at)
+                decision = self.policy.observe_concept(key[0], key[1], state.detector.method, stream_index, at)
                 if decision is not None:
                     out.requests.append(decision)
         self._remember(labeled, keys, self._seen_labeled, now_ms)

@@ -60,3 +60,26 @@ def test_the_detector_passes_answers_to_its_policy_once():
     (again,) = detector.observe_model_events([answer])
     assert (again.outcome, again.applied) == ("rejected", False)
     assert policy.status("pump", 4)["cooldown_until_ms"] == 1000 + policy.rearm_after_ms
+
+
+def test_a_labeled_batch_of_two_versions_after_a_detection_in_the_first_is_handled_whole():
+    """Found at review: the loop over a version's detections reused the name of the batch's
+    record index, so the next version of the same batch raised TypeError (and the runner fell
+    back to handling the batch record by record). Right after a promotion, a batch holding the
+    old and the new version is the usual case."""
+    import numpy as np
+
+    from driftline.drift import AlertPolicy, ReferenceProfile, WindowSpec
+
+    rng = np.random.default_rng(1)
+    profile = ReferenceProfile.fit(numeric={"depth": rng.uniform(0, 1, 500)}, categorical={}, score=rng.uniform(0, 1, 500))
+    detector = DriftDetector(lambda model, version: profile, WindowSpec("tumbling", "count", size=1000), AlertPolicy())
+    errors = [0.0] * 600 + [1.0] * 600  # version 1's errors jump: its detector fires
+    labeled = [{"model": "wells", "event_id": f"w{i}", "model_version": 1, "role": "champion", "error": e,
+                "event_time": 1_780_000_000_000 + i, "label_time": 1_780_000_000_500 + i} for i, e in enumerate(errors)]
+    labeled += [{**record, "event_id": f"v2-{i}", "model_version": 2} for i, record in enumerate(labeled[:50])]
+    positions = [(0, offset) for offset in range(len(labeled))]
+    out = detector.observe_labeled(labeled, now_ms=1_780_000_100_000, positions=positions)
+    fired = [s for s in out.signals if s["kind"] == "concept"]
+    assert fired and {s["model_version"] for s in fired} == {1}
+    assert all(600 <= s["offset"] < 1200 for s in fired)  # placed at the record of version 1 that fired it
