@@ -190,6 +190,7 @@ class DriftDetector:
         self.coverage_horizon_ms = coverage_horizon_ms
         self.retire_after_ms = retire_after_ms
         self._versions: dict[Key, _VersionState | None] = {}
+        self._profiles: dict[Key, ReferenceProfile | None] = {}  # the registry's answers: kept through a rollback
         self._last_seen: dict[Key, int] = {}  # (model, version) -> wall time (ms) of its latest record
         self._seen_predictions = RecentKeys(dedupe_predictions)
         self._seen_labeled = RecentKeys(dedupe_labeled)
@@ -245,12 +246,12 @@ class DriftDetector:
 
     def _state(self, key: Key) -> _VersionState | None:
         if key not in self._versions:
-            profile = self.profile_of(*key)
-            if profile is None:
-                log.warning("no reference profile for %s v%s: its data drift is not monitored", *key)
-                self._versions[key] = None
-            else:
-                self._versions[key] = self._new_state(key, profile)
+            if key not in self._profiles:  # a version's profile never changes: asked once per process
+                self._profiles[key] = self.profile_of(*key)
+                if self._profiles[key] is None:
+                    log.warning("no reference profile for %s v%s: its data drift is not monitored", *key)
+            profile = self._profiles[key]
+            self._versions[key] = None if profile is None else self._new_state(key, profile)
         return self._versions[key]
 
     def _new_state(self, key: Key, profile: ReferenceProfile) -> _VersionState:
@@ -334,6 +335,7 @@ class DriftDetector:
         for key in [k for k in self._versions if k[1] < newest[k[0]]
                     and now_ms - self._last_seen.get(k, now_ms) >= self.retire_after_ms]:
             state = self._versions.pop(key)
+            self._profiles.pop(key, None)
             self._last_seen.pop(key, None)
             self.policy.forget(*key)
             if state is None:

@@ -178,6 +178,9 @@ def test_a_rollback_point_puts_the_detector_back_exactly(cheap_s):
     run where each was handled once (the dedupe memory included: nothing counted twice)."""
     batches = scenario()
     straight, service = DriftDetectorService(detector()), DriftDetectorService(detector())
+    asked = []  # profiles asked of the registry: once per version, not again at every rollback
+    profile_of = service.detector.profile_of
+    service.detector.profile_of = lambda model, version: asked.append((model, version)) or profile_of(model, version)
     point = RollbackPoint(service, every_s=3600.0, cheap_s=cheap_s)
     for i, (stream, records, positions, now) in enumerate(batches[:HALF]):
         incoming = [Incoming(stream, r, Message(stream, p, o, None, b"", now)) for r, (p, o) in zip(records, positions)]
@@ -190,6 +193,7 @@ def test_a_rollback_point_puts_the_detector_back_exactly(cheap_s):
             service.handle(incoming, now)
             point.handled(incoming, now)
     assert _comparable(service.snapshot()) == _comparable(straight.snapshot())
+    assert asked and len(asked) == len(set(asked))
     assert run(service.detector, batches[HALF:]) == run(straight.detector, batches[HALF:])
 
 
