@@ -131,3 +131,19 @@ def test_a_running_runner_freezes_its_startup_heap_out_of_the_collector(tmp_path
     finally:
         gc.unfreeze()
         runner.close()
+
+
+def test_a_rebalance_while_a_poll_lingers_never_puts_a_record_twice_in_its_batch():
+    """Found at review: a member joining while a poll lingered reset the poller's positions to the
+    group's commits, and the poll read the records it already held again ([r0, r0, r1])."""
+    bus, consumer = _bus_and_consumer(partitions=2)
+    _produce(bus, 0, 2)  # one record on each partition (turbine-0 and turbine-1)
+    poll = _Polled(consumer, 1000, 30.0, linger_s=1.0)
+    deadline = time.monotonic() + 20
+    while not bus._lock._waiters and time.monotonic() < deadline:  # until the poll lingers on the bus
+        time.sleep(0.001)
+    bus.consumer("g", ["readings"])  # another member joins: the group rebalances
+    _produce(bus, 2, 3)  # wakes the lingering poll
+    got = poll.join()
+    offsets = [(m.partition, m.offset) for m in got]
+    assert got and len(offsets) == len(set(offsets)), offsets

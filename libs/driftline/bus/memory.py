@@ -398,11 +398,14 @@ class MemoryConsumer(Consumer):
             if linger_s <= 0 or timeout_s <= 0:
                 return batch
             flush_at = time.monotonic() + linger_s  # the first record is here: fill up or linger out
+            positions = self._positions
             while len(batch) < max_records:
                 remaining = flush_at - time.monotonic()
                 if remaining <= 0:
                     break
                 lock.wait(remaining)
+                if self._positions is not positions:
+                    break  # the group rebalanced meanwhile: positions went back to its commits
                 batch.extend(self._read(max_records - len(batch)))
             return batch
 
