@@ -41,6 +41,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from itertools import chain
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -236,7 +237,7 @@ class Predictor:
                 reason = refusal.message if refusal is not None else f"model {name!r} has no champion"
                 unscorable.extend(Unscorable(e, reason) for e in group)
                 continue
-            scored, failed = self._score_each(champion, "champion", group, checked.rows(rows))
+            scored, failed = self._score_each(champion, "champion", group)
             predictions.extend(scored)
             unscorable.extend(failed)
             shadow = self.model(name, "shadow")
@@ -245,7 +246,7 @@ class Predictor:
                     served_ids = {p["event_id"] for p in scored}
                     rows = [i for i, e in zip(rows, group) if e["event_id"] in served_ids]
                     group = [events[i] for i in rows]
-                scored, failed = self._score_each(shadow, "shadow", group, checked.rows(rows))
+                scored, failed = self._score_each(shadow, "shadow", group)
                 predictions.extend(scored)
                 for event, reason, _category in failed:  # the champion served these: a shadow's failure is not the event's
                     log.warning("predictor: shadow %s v%d could not score %s: %s", name, shadow.meta.version,
@@ -253,13 +254,13 @@ class Predictor:
         return predictions, unscorable
 
     @classmethod
-    def _score_each(cls, loaded: LoadedModel, role: str, events: list[dict[str, Any]],
-                    numeric: NumericColumns | None = None) -> tuple[list[dict[str, Any]], list[Unscorable]]:
+    def _score_each(cls, loaded: LoadedModel, role: str, events: list[dict[str, Any]]
+                    ) -> tuple[list[dict[str, Any]], list[Unscorable]]:
         """Score ``events`` together; if that raises, one by one, so one bad event fails alone."""
         if not events:
             return [], []
         try:
-            return cls._score(loaded, role, events, numeric), []
+            return cls._score(loaded, role, events), []
         except Exception as exc:
             if is_transient(exc):
                 raise
@@ -279,16 +280,14 @@ class Predictor:
         return scored, failed
 
     @staticmethod
-    def _score(loaded: LoadedModel, role: str, events: list[dict[str, Any]],
-               numeric: NumericColumns | None = None) -> list[dict[str, Any]]:
+    def _score(loaded: LoadedModel, role: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         meta = loaded.meta
         contract = meta.contract
         n = len(events)
         numeric_rows = [e["numeric_features"] for e in events]
         categorical_rows = [e["categorical_features"] for e in events]
-        if numeric is None:
-            numeric = NumericColumns.of(numeric_rows)
-        numeric_columns = numeric.columns(contract.numeric)
+        numeric = numeric_matrix(numeric_rows, contract.numeric)
+        numeric_columns = {name: numeric[:, j] for j, name in enumerate(contract.numeric)}
         categorical_columns = string_columns(categorical_rows, contract.categorical)
         # driftline's own pipelines: their arithmetic on numpy columns, the same scores without
         # a DataFrame (driftline.model_input); anything else goes through scikit-learn as it was.
@@ -334,61 +333,30 @@ class Predictor:
         ]
 
 
-class NumericColumns:
-    """The numeric features of a batch as one float64 matrix, a column per feature name seen
-    (NaN where an event has none); :meth:`columns` hands out a model's features."""
-
-    def __init__(self, names: list[str], matrix: np.ndarray):
-        self.names, self.matrix = names, matrix
-        self._position = {name: j for j, name in enumerate(names)}
-
-    @classmethod
-    def of(cls, rows: list[dict[str, Any]], names: list[str] | None = None) -> NumericColumns:
-        if names is None:
-            names = sorted(set().union(*rows)) if rows else []
-        return cls(names, numeric_matrix(rows, names))
-
-    def columns(self, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-        n = len(self.matrix)
-        out = {}
-        for name in names:
-            j = self._position.get(name)
-            out[name] = np.full(n, np.nan) if j is None else self.matrix[:, j]
-        return out
-
-    def rows(self, indices: list[int]) -> NumericColumns:
-        """The same columns for the events at ``indices`` (in that order)."""
-        if len(indices) == len(self.matrix) and indices == list(range(len(self.matrix))):
-            return self
-        return NumericColumns(self.names, self.matrix[indices])
-
-
 @dataclass
 class _Checked:
-    """The batch's numeric columns (None: values numpy could not take; each event goes alone)
-    and, per event, why it cannot be scored (None: it can)."""
+    """Per event, why it cannot be scored (None: it can)."""
 
-    columns: NumericColumns | None
     problems: list[str | None]
-
-    def rows(self, indices: list[int]) -> NumericColumns | None:
-        return None if self.columns is None else self.columns.rows(indices)
 
 
 def _checked_numeric(events: list[dict[str, Any]]) -> _Checked:
-    """:func:`feature_problem` for a whole batch: one comparison per feature column; only the
-    events it flags are walked feature by feature, for the same message as one by one."""
+    """:func:`feature_problem` for a whole batch: one comparison over every numeric value at
+    once (whatever names they have: a producer writing straight to the topic may send any);
+    only the events it flags are walked feature by feature, for the same message as one by one."""
     rows = [e["numeric_features"] for e in events]
+    counts = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
     try:
-        columns = NumericColumns.of(rows)
-    except (TypeError, ValueError, OverflowError):  # not plain numbers (hand-made records): the old way
-        return _Checked(None, [feature_problem(row) for row in rows])
+        values = np.array(list(chain.from_iterable(map(dict.values, rows))), dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):  # not plain numbers (hand-made records): one by one
+        return _Checked([feature_problem(row) for row in rows])
     with np.errstate(invalid="ignore"):
-        flagged = np.flatnonzero((np.abs(columns.matrix) > FLOAT32_MAX).any(axis=1)) if rows else []
+        out_of_range = np.abs(values) > FLOAT32_MAX
     problems: list[str | None] = [None] * len(rows)
-    for i in flagged.tolist() if len(flagged) else []:
-        problems[i] = feature_problem(rows[i])
-    return _Checked(columns, problems)
+    if out_of_range.any():
+        for i in np.unique(np.repeat(np.arange(len(rows)), counts)[out_of_range]).tolist():
+            problems[i] = feature_problem(rows[i])
+    return _Checked(problems)
 
 
 def _scoring_error(loaded: LoadedModel, exc: Exception) -> str:

@@ -139,6 +139,31 @@ def test_bad_numbers_are_found_per_event_with_the_message_of_one_by_one():
     assert len(predictions) == 47
 
 
+def test_events_with_many_names_outside_the_contract_are_scored_without_a_column_per_name():
+    """Found at review: the batch's range check built an events x (every numeric name seen)
+    matrix. Avro written straight to the topic skips ingest's contract check, so 1,000 events
+    with 50 names of their own each would have made a 1,000 x 50,000 matrix (400 MB)."""
+    import tracemalloc
+
+    frame, target = _training("binary")
+    contract = _contract("binary", ("fine", "wear"))
+    estimator = build_pipeline({"estimator": "logistic_regression", "params": {}}, contract).fit(frame, target)
+    events = _events(1000)
+    for i, event in enumerate(events):
+        event["numeric_features"].update({f"sensor_{i}_{j}": float(j) for j in range(50)})
+    events[500]["numeric_features"]["sensor_500_7"] = 1e300  # still found, whatever its name
+    predictor = Predictor(lambda model, alias: LoadedModel(ModelVersion("gearbox", 1, "0" * 64, 0, "t", contract),
+                                                           estimator) if alias == "champion" else None)
+    predictor.predict(events[:10])  # warm: the model's columnar form is built once
+    tracemalloc.start()
+    predictions, unscorable = predictor.predict(events)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert [u.event["event_id"] for u in unscorable] == ["g500"] and "'sensor_500_7'" in unscorable[0].reason
+    assert len(predictions) == 999
+    assert peak < 50e6  # a 1,000 x 50,000 float64 matrix alone is 400 MB
+
+
 def test_string_columns_fill_absent_categories_with_the_empty_string():
     rows = [{"site": "north", "gearbox": "helical"}, {"site": "south"}]
     assert string_columns(rows, ("site", "gearbox")) == {"site": ["north", "south"], "gearbox": ["helical", ""]}
