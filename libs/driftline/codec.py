@@ -115,28 +115,26 @@ def registry_client(url: str | None) -> SchemaRegistryClient:
 
 
 class _RecentDecodes:
-    """The latest decoded records per topic, by their bytes: two generations of ``size`` each,
-    the older dropped whole when the newer fills (bounded, and O(1) per record). In one process
-    the bytes of a record are one object, handed to every consumer, so a lookup hashes them
-    once and compares by identity."""
+    """The latest decoded records of some topics, by their bytes: two generations of ``size``
+    each per topic, the older dropped whole when the newer fills (bounded, O(1) per record). In
+    one process a record's bytes are one object handed to every consumer, so a lookup hashes
+    them once and compares by identity."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, topics: list[str]):
         self.size = size
-        self._newer: dict[str, dict[bytes, dict]] = {}
-        self._older: dict[str, dict[bytes, dict]] = {}
+        self.topics = frozenset(topics)
+        self._newer: dict[str, dict[bytes, dict]] = {topic: {} for topic in self.topics}
+        self._older: dict[str, dict[bytes, dict]] = {topic: {} for topic in self.topics}
 
     def get(self, topic: str, data: bytes) -> dict | None:
-        newer = self._newer.get(topic)
-        record = None if newer is None else newer.get(data)
-        if record is None and (older := self._older.get(topic)) is not None:
-            record = older.get(data)
-        return record
+        record = self._newer[topic].get(data)
+        return self._older[topic].get(data) if record is None else record
 
     def put(self, topic: str, data: bytes, record: dict) -> None:
-        newer = self._newer.setdefault(topic, {})
+        newer = self._newer[topic]
         if len(newer) >= self.size:
-            self._older[topic], newer = newer, {}
-            self._newer[topic] = newer
+            self._older[topic] = newer
+            newer = self._newer[topic] = {}
         newer[data] = record
 
 
@@ -150,12 +148,6 @@ class Codec:
     backend
         What reads record bodies: ``"cavro"`` (the default when it is installed) or
         ``"fastavro"``. Writing is always fastavro's.
-    shared_decodes
-        Keep up to about this many of the latest decoded records per topic (0: none), for a
-        codec that several consumers in one process share (the embedded mode): the label-joiner
-        and the drift-detector both read every prediction, and the second gets the first's
-        decode of the very same bytes. Each caller gets a copy of the record's top level; nested
-        maps are shared and must not be changed.
 
     Examples
     --------
@@ -168,9 +160,9 @@ class Codec:
     'e1'
     """
 
-    def __init__(self, registry: SchemaRegistryClient, backend: str | None = None, shared_decodes: int = 0):
+    def __init__(self, registry: SchemaRegistryClient, backend: str | None = None):
         self.registry = registry
-        self._shared = _RecentDecodes(shared_decodes) if shared_decodes > 0 else None
+        self._shared: _RecentDecodes | None = None
         self.backend = backend or DECODE_BACKEND
         if self.backend not in ("cavro", "fastavro") or (self.backend == "cavro" and cavro is None):
             raise ValueError(f"no Avro decoding backend {self.backend!r} here (cavro installed: {cavro is not None})")
@@ -181,6 +173,14 @@ class Codec:
         self._belongs: dict[tuple[str, int], bool] = {}  # (topic, schema id) -> a version of the topic's subject?
         if registry.__class__.__name__ == "MockSchemaRegistryClient":
             self._register_in_fixed_order()
+
+    def share_decodes(self, topics: list[str], size: int) -> None:
+        """Keep the latest ``size`` to ``2 * size`` decoded records of each of ``topics``, for a
+        codec that several consumers of those topics share in one process (the embedded mode):
+        the label-joiner and the drift-detector both read every prediction, and the second gets
+        the first's decode of the very same bytes. Each caller gets its own copy of a record's
+        top level; nested maps are shared, and nothing may change them."""
+        self._shared = _RecentDecodes(size, topics) if topics and size > 0 else None
 
     def _register_in_fixed_order(self) -> None:
         """The in-process registry numbers schemas in the order they are registered, and starts
@@ -251,7 +251,7 @@ class Codec:
         if len(data) < 5:
             raise UndecodableRecord(f"cannot decode a {RECORD_OF_TOPIC[topic]} on topic {topic!r}: "
                                     f"{len(data)} bytes, no room for a schema id")
-        shared = self._shared
+        shared = self._shared if self._shared is not None and topic in self._shared.topics else None
         if shared is not None and (record := shared.get(topic, data)) is not None:
             return dict(record)
         read = self._readers.get((topic, data[1:5]))  # keyed by the id's 4 bytes: no unpacking per record

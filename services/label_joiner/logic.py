@@ -49,7 +49,7 @@ from functools import partial
 from operator import itemgetter
 from typing import Any, NamedTuple
 
-from driftline.store.columns import ColumnBatch
+from driftline.store.column_batch import ColumnBatch
 from driftline.timeutil import to_ms
 from driftline.services.label_joiner.recent import Joinable, RecentPredictions
 
@@ -171,20 +171,16 @@ def prediction_columns(predictions: list[dict[str, Any]]) -> ColumnBatch:
     return ColumnBatch(columns)
 
 
-def misclassification(prediction: dict[str, Any] | Joinable, label: dict[str, Any]) -> float:
+def misclassification(prediction: Joinable, label: dict[str, Any]) -> float:
     """The error stream's element: 0/1 misclassification for a classifier (two classes or more:
     the predicted class against the true one), absolute error ``|value - score|`` for a regressor.
 
     Ingest gives a label a ``value`` only when its model's contract says ``regression``,
     so the label alone says which applies, also for labels joined from the store.
     """
-    if isinstance(prediction, Joinable):
-        score, predicted_label = prediction.score, prediction.predicted_label
-    else:
-        score, predicted_label = prediction["score"], prediction["predicted_label"]
     if label.get("value") is not None:
-        return abs(float(label["value"]) - float(score))
-    return 0.0 if predicted_label == label["label"] else 1.0
+        return abs(float(label["value"]) - prediction.score)
+    return 0.0 if prediction.predicted_label == label["label"] else 1.0
 
 
 def _same_truth(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -401,10 +397,7 @@ class LabelJoiner:
         model, event_id, truth, value = label["model"], label["event_id"], label["label"], label.get("value")
         label_time = to_ms(label["label_time"])
         self._remember((model, event_id), truth, value, label_time, source)
-        if value is not None:
-            error = abs(float(value) - prediction.score)
-        else:
-            error = 0.0 if prediction.predicted_label == truth else 1.0
+        error = misclassification(prediction, label)
         out.labeled.append(
             {
                 "prediction_id": prediction.prediction_id,

@@ -152,4 +152,4 @@ class LabelJoinerService:
 
 def _position(item: Incoming) -> str:
     message = item.message
-    return f"{message.topic}/{message.partition}/{message.offset}"  # position(), inlined: once per record
+    return position(message.topic, message.partition, message.offset)

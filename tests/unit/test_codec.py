@@ -46,7 +46,8 @@ def test_a_shared_codec_decodes_the_same_bytes_once_and_hands_out_copies() -> No
     """shared_decodes (the embedded mode): a second consumer of the same bytes gets the first's
     decode, as its own top-level dict; another topic's reading of them is still checked; memory
     stays bounded by two generations."""
-    codec = Codec(registry_client(None), shared_decodes=4)
+    codec = Codec(registry_client(None))
+    codec.share_decodes([LABELS], size=4)
     data = codec.encode(LABELS, {"model": "m", "event_id": "e1", "label": "1", "value": None, "label_time": 5})
     calls = []
     read = codec.decode(LABELS, data)
@@ -61,6 +62,6 @@ def test_a_shared_codec_decodes_the_same_bytes_once_and_hands_out_copies() -> No
     for i in range(20):
         codec.decode(LABELS, codec.encode(LABELS, {"model": "m", "event_id": f"e{i + 2}", "label": "0",
                                                    "value": None, "label_time": i}))
-    assert sum(len(g.get(LABELS, {})) for g in (codec._shared._newer, codec._shared._older)) <= 8
+    assert sum(len(g[LABELS]) for g in (codec._shared._newer, codec._shared._older)) <= 8
     codec.decode(LABELS, data)
     assert calls.count(data) == 1  # forgotten, so decoded again

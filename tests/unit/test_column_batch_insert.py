@@ -15,17 +15,22 @@ def _rows(*ids: str) -> list[dict]:
             for n, i in enumerate(ids)]
 
 
-def test_columns_and_dict_rows_for_one_table_become_one_batch_in_order():
+def test_column_batches_for_one_table_become_one_batch_in_order_and_never_mix_with_dicts():
     out = Output()
-    out.add_rows("dead_letters", _rows("p-1"))
-    out.add_columns("dead_letters", ColumnBatch.from_rows(_rows("p-2", "p-3")))
-    out.add_rows("dead_letters", _rows("p-4"))
+    out.add_columns("dead_letters", ColumnBatch.from_rows(_rows("p-1", "p-2")))
+    out.add_columns("dead_letters", ColumnBatch.from_rows(_rows("p-3")))
     other = Output()
-    other.add_columns("dead_letters", ColumnBatch.from_rows(_rows("p-5")))
+    other.add_columns("dead_letters", ColumnBatch.from_rows(_rows("p-4")))
     out.merge(other)
     batch = out.rows["dead_letters"]
-    assert isinstance(batch, ColumnBatch) and batch.columns["dead_letter_id"] == ["p-1", "p-2", "p-3", "p-4", "p-5"]
+    assert isinstance(batch, ColumnBatch) and batch.columns["dead_letter_id"] == ["p-1", "p-2", "p-3", "p-4"]
     assert len(other.rows["dead_letters"]) == 1  # merging copied: the other output is unchanged
+    with pytest.raises(ValueError, match="column-wise"):
+        out.add_rows("dead_letters", _rows("p-5"))
+    dicts = Output()
+    dicts.add_rows("dead_letters", _rows("p-6"))
+    with pytest.raises(ValueError, match="as dicts"):
+        dicts.add_columns("dead_letters", ColumnBatch.from_rows(_rows("p-7")))
 
 
 def test_a_batch_refuses_columns_of_different_lengths_or_names():

@@ -105,32 +105,21 @@ def test_the_predictor_lingers_by_its_setting_and_the_other_runners_do_not():
     assert Settings().predictor_linger_ms == 5  # default: a few ms
 
 
-def test_a_running_runner_freezes_its_startup_heap_out_of_the_collector(tmp_path):
-    """Runner.run moves what the process holds at start out of the collector's sight (gc.freeze),
-    so the objects every batch allocates do not make each full collection walk the whole heap."""
+def test_the_embedded_pipeline_freezes_its_startup_heap_out_of_the_collector(tmp_path):
+    """What the pipeline builds at start is moved out of the collector's sight (settle_heap:
+    gc.freeze; `driftline serve` does the same before a service's loop), so the objects every
+    batch allocates do not make each full collection walk the whole heap; close undoes it."""
     import gc
 
-    from driftline.codec import Codec, registry_client
-    from driftline.runner import Output, Runner
+    from driftline.entry.embedded import Embedded
 
-    class Idle:
-        name, topics = "idle", ["readings"]
-
-        def handle(self, batch, now_ms):
-            return Output()
-
-    bus, _ = _bus_and_consumer()
-    stop = threading.Event()
-    stop.set()  # the loop is not entered: only what run() does first
     gc.unfreeze()
-    runner = Runner(Idle(), bus, Codec(registry_client(None)), store=None)
+    app = Embedded(Settings(home=tmp_path))
     try:
-        assert gc.get_freeze_count() == 0
-        runner.run(stop)
         assert gc.get_freeze_count() > 0
     finally:
-        gc.unfreeze()
-        runner.close()
+        app.close()
+    assert gc.get_freeze_count() == 0
 
 
 def test_a_rebalance_while_a_poll_lingers_never_puts_a_record_twice_in_its_batch():

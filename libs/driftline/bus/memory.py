@@ -30,7 +30,6 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from zlib import crc32
 
 from driftline.bus.base import Bus, BusFull, Consumer, Message, Offsets, Producer, partition_for
 from driftline.bus.copartition import check_co_partitioned
@@ -250,21 +249,16 @@ class MemoryBus(Bus):
         try:
             for topic, key, value in records:
                 partitions = self._partitions(topic)
-                count = len(partitions)
                 producer._round_robin += 1
-                # partition_for, inlined: CRC32 of the key, or the producer's round robin
-                index = (producer._round_robin % count) if key is None else (crc32(key) % count)
+                index = partition_for(key, len(partitions), producer._round_robin)
                 partition = partitions[index]
                 if partition.retained_bytes >= limit:
                     self._truncate(topic, index)  # groups may have committed since the last append
                     if partition.retained_bytes >= limit:
                         raise BusFull(f"topic {topic!r} partition {index}: consumers lag by about "
                                       f"{partition.retained_bytes - self.retention_bytes} bytes")
-                value = bytes(value)
-                message = Message(topic, index, partition.end, key, value, timestamp)
-                partition.records.append(message)
-                partition.end += 1
-                partition.retained_bytes += len(value)
+                message = Message(topic, index, partition.end, key, bytes(value), timestamp)
+                partition.append(message)
                 if files:
                     file = files.get((topic, index))
                     if file is not None:

@@ -25,7 +25,8 @@ import pandas as pd
 from driftline import __version__
 from driftline.bus import next_offsets
 from driftline.config import Settings
-from driftline.entry.embedded import Embedded, settle_heap
+from driftline.entry.embedded import Embedded
+from driftline.heap import settle_heap
 from driftline.models import DEFAULT_RECIPE
 from driftline.entry.scenario import CATEGORICAL, CONTRACT, MODEL, NUMERIC, Batch, CreditScenario
 from driftline.timeutil import to_datetime
@@ -104,7 +105,7 @@ def feature_events(batch: Batch) -> list[dict[str, Any]]:
     return [
         {
             "model": MODEL,
-            "event_id": f"evt-{i:010d}",  # event_id(i), inlined: this runs for every event of the demo
+            "event_id": event_id(i),
             "entity_id": f"cust-{i % 50_000:06d}",
             "event_time": EPOCH_MS + i * EVENT_SPACING_MS,
             "numeric_features": dict(zip(numeric_names, num)),
@@ -200,12 +201,12 @@ class Progress:
         self.total, self.stream, self.started = total, stream, time.perf_counter()
         self._drawn_at: float | None = None
 
-    def update(self, done: int, monitor: Monitor, champion: Callable[[], int | None]) -> None:
+    def update(self, done: int, monitor: Monitor, champion_of: Callable[[], int | None]) -> None:
         now = time.perf_counter()
         if done < self.total and self._drawn_at is not None and now - self._drawn_at < self.REDRAW_S:
             return
         self._drawn_at = now
-        champion = champion()
+        champion = champion_of()
         width = 24
         filled = int(width * done / max(self.total, 1))
         rate = done / max(time.perf_counter() - self.started, 1e-9)
@@ -356,6 +357,6 @@ def _labels(batch: Batch, plan: DemoPlan, early: bool) -> list[dict[str, Any]]:
     # One event in label_every never gets a label; one label in early_every comes early.
     chosen = (index % plan.label_every != 3) & ((index % plan.early_every == 7) == early)
     first_label_time = EPOCH_MS + plan.label_delay * EVENT_SPACING_MS
-    return [{"model": MODEL, "event_id": f"evt-{i:010d}", "label": label,
+    return [{"model": MODEL, "event_id": event_id(i), "label": label,
              "label_time": first_label_time + i * EVENT_SPACING_MS}
             for i, label in zip(index[chosen].tolist(), batch.labels[chosen].tolist())]

@@ -15,9 +15,11 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+from collections import Counter
 
 from driftline.bus.memory import MemoryBus
 from driftline.codec import Codec, registry_client
+from driftline.heap import settle_heap
 from driftline.config import Settings
 from driftline.registry import Registry
 from driftline.registry.outbox import OutboxPublisher
@@ -31,29 +33,13 @@ from driftline.entry.wiring import RUNNER_SERVICES, Context, make_runner
 log = logging.getLogger(__name__)
 
 
-def settle_heap() -> None:
-    """Move every object alive now out of the garbage collector's reach (``gc.freeze``).
-
-    What exists when the pipeline is built (modules, sklearn, pandas, the loaded models,
-    the services) lives as long as the process, yet every full collection walked all of it
-    again: in a 20,000-event demo, full collections took 1.52 s of 11.5 s of CPU, 0.58 s
-    with the start-up heap frozen. Call it again after building another long-lived part
-    (the demo does, after training its first model). Transient garbage is collected first;
-    :meth:`Embedded.close` unfreezes.
-    """
-    gc.collect()
-    gc.freeze()
-
-
 class Embedded:
     def __init__(self, settings: Settings | None = None, persistent: bool = False):
         self.settings = settings or Settings()
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self.bus = MemoryBus(log_dir=self.settings.home / "bus" if persistent else None)
         self.bus.create_topics({topic: self.settings.partitions for topic in ALL_TOPICS})
-        # One codec for every service: a prediction read by the label-joiner and the drift-detector
-        # is decoded once (its bytes are one object in the in-process log).
-        self.codec = Codec(registry_client(None), shared_decodes=2 * self.settings.batch_size)
+        self.codec = Codec(registry_client(None))
         self.store = Store(self.settings.resolved_store_dsn)
         self.store.migrate()
         self.registry = Registry(self.settings.registry_home, trusted_types=self.settings.trusted_types)
@@ -70,8 +56,11 @@ class Embedded:
                                     self.codec, self.store, dlq_producer=self.bus.producer())
         context = Context(self.settings, self.bus, self.codec, self.store, self.registry)
         self.runners = [make_runner(name, context) for name in RUNNER_SERVICES]
+        # One codec for every service: a record read by several (every prediction, by the
+        # label-joiner and the drift-detector) is decoded once, its bytes one object in the log.
+        readers = Counter(topic for runner in self.runners for topic in runner.service.topics)
+        self.codec.share_decodes([topic for topic, n in readers.items() if n > 1], size=self.settings.batch_size)
         settle_heap()
-
 
     def contract_of(self, model: str):
         """The champion's feature contract, cached until a model event for ``model``."""

@@ -22,6 +22,7 @@ import time
 from driftline import telemetry
 from driftline.bus.kafka import KafkaBus
 from driftline.codec import Codec, registry_client
+from driftline.heap import settle_heap
 from driftline.config import Settings
 from driftline.failure import Backoff, Outage, Stopped, retry_transient
 from driftline.store import Store
@@ -155,6 +156,7 @@ def serve(service: str, host: str, port: int, settings: Settings | None = None) 
             log.warning("%s: stopped while waiting for %s", service, startup.outage.what)
             return 0
         log.warning("%s: consuming %s", service, ", ".join(runner.service.topics))
+        settle_heap()  # what the service built lives as long as the process
         try:
             runner.run(stop)
         finally:

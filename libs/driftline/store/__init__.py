@@ -15,7 +15,7 @@ from typing import Any
 
 import clickhouse_connect
 
-from driftline.store.columns import ColumnBatch
+from driftline.store.column_batch import ColumnBatch
 from driftline.store.credentials import credentials_for_dsn
 from driftline.store.ddl import MIGRATIONS
 
@@ -65,13 +65,8 @@ class Store:
                 applied.append(version)
             return applied
 
-    def insert(self, table: str, rows: Sequence[dict[str, Any]] | ColumnBatch,
-               settings: dict[str, Any] | None = None) -> None:
-        """Insert rows in one batch: dicts with the same keys, or a :class:`ColumnBatch`.
-
-        ``settings`` are ClickHouse settings for this insert only (for example an
-        ``insert_deduplication_token``).
-        """
+    def insert(self, table: str, rows: Sequence[dict[str, Any]] | ColumnBatch) -> None:
+        """Insert rows in one batch: dicts with the same keys, or a :class:`ColumnBatch`."""
         if not rows:
             return
         if isinstance(rows, ColumnBatch):
@@ -82,8 +77,7 @@ class Store:
         with self._lock:
             types = self._column_types(table, columns)
             try:
-                self._client.insert(table, data, column_names=columns, column_types=types, column_oriented=True,
-                                    settings=settings)
+                self._client.insert(table, data, column_names=columns, column_types=types, column_oriented=True)
             except Exception:
                 self._types.pop((table, tuple(columns)), None)  # the table may have changed: ask again next time
                 raise
