@@ -186,6 +186,12 @@ class Settings(BaseSettings):
     predictor_linger_ms: float = Field(
         5.0, ge=0, description="How long the predictor's poll waits, after its first record, for more before "
                                "scoring the batch (0: score what has arrived at once).")
+    # The other services work per batch on no caller's clock: each checkpoint costs them store
+    # inserts (a fixed few ms of the store's CPU each, however small) and a commit, so under
+    # load they wait for fuller batches and leave the CPU to the predictor.
+    batch_linger_ms: float = Field(
+        250.0, ge=0, description="How long the label-joiner's, drift-detector's and retrainer's polls wait, after "
+                                 "their first record, for more before handling the batch (0: at once).")
 
     @field_validator("concept_detectors")
     @classmethod

@@ -97,12 +97,13 @@ def test_an_idle_poll_wakes_for_the_first_record_then_lingers_for_the_rest():
     assert poll.took < 15.0
 
 
-def test_the_predictor_lingers_by_its_setting_and_the_other_runners_do_not():
-    settings = Settings(predictor_linger_ms=7)
+def test_the_predictor_lingers_a_few_ms_and_the_other_runners_for_fuller_batches():
+    settings = Settings(predictor_linger_ms=7, batch_linger_ms=300)
     assert _linger_s("predictor", settings) == 0.007
-    assert _linger_s("label-joiner", settings) == 0.0
-    assert _linger_s("drift-detector", settings) == 0.0
+    assert _linger_s("label-joiner", settings) == 0.3
+    assert _linger_s("drift-detector", settings) == 0.3
     assert Settings().predictor_linger_ms == 5  # default: a few ms
+    assert Settings().batch_linger_ms == 250
 
 
 def test_the_embedded_pipeline_freezes_its_startup_heap_out_of_the_collector(tmp_path):

@@ -102,9 +102,10 @@ RUNNER_SERVICES: dict[str, Callable[[Context], Any]] = {
 
 
 def _linger_s(name: str, settings: Settings) -> float:
-    """How long a runner's poll lingers for a fuller batch: the predictor's setting; none for the
-    others, whose work is per batch (store inserts, windows) rather than on a caller's clock."""
-    return settings.predictor_linger_ms / 1000 if name == "predictor" else 0.0
+    """How long a runner's poll lingers for a fuller batch: a few ms for the predictor, whose
+    callers wait for its answers; longer for the others, whose work is per batch (store inserts,
+    windows) rather than on a caller's clock."""
+    return (settings.predictor_linger_ms if name == "predictor" else settings.batch_linger_ms) / 1000
 
 
 def make_runner(name: str, ctx: Context) -> Runner:
