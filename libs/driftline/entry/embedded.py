@@ -33,11 +33,19 @@ from driftline.entry.wiring import RUNNER_SERVICES, Context, make_runner
 log = logging.getLogger(__name__)
 
 
+#: Per partition, the bytes of records every group has committed that the in-process bus keeps.
+EMBEDDED_RETENTION_BYTES = 256 << 10
+
+
 class Embedded:
     def __init__(self, settings: Settings | None = None, persistent: bool = False):
         self.settings = settings or Settings()
         self.settings.home.mkdir(parents=True, exist_ok=True)
-        self.bus = MemoryBus(log_dir=self.settings.home / "bus" if persistent else None)
+        # Every reader of the in-process bus is a runner (or the demo's monitor) that joins its group
+        # before the first record, so records every group has committed serve no one: keeping
+        # 4 MB of them per partition, as a Kafka-like retention would, held about 100 MB of
+        # small Python objects in a long demo.
+        self.bus = MemoryBus(retention_bytes=EMBEDDED_RETENTION_BYTES, log_dir=self.settings.home / "bus" if persistent else None)
         self.bus.create_topics({topic: self.settings.partitions for topic in ALL_TOPICS})
         self.codec = Codec(registry_client(None))
         self.store = Store(self.settings.resolved_store_dsn)
