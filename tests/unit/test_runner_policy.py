@@ -400,6 +400,27 @@ class ModelWatcher(CountingService):
         return super().handle([item for item in batch if item.topic != MODELS], now_ms)
 
 
+def lose_group_session(consumer) -> dict:
+    """Make ``consumer`` act as librdkafka's after a broker outage longer than the group session:
+    every commit fails ("Waiting for coordinator") until it is polled again, which rejoins it."""
+    session = {"lost": True, "commit_failures": 0}
+    real_poll, real_commit = consumer.poll_batch, consumer.commit
+
+    def poll_batch(max_records, timeout_s, *args, **kwargs):
+        if session["commit_failures"]:  # a poll after a failed commit serves the rejoin
+            session["lost"] = False
+        return real_poll(max_records, timeout_s, *args, **kwargs)
+
+    def commit(offsets):
+        if session["lost"]:
+            session["commit_failures"] += 1
+            raise DependencyUnavailable("broker: Commit failed: Local: Waiting for coordinator")
+        return real_commit(offsets)
+
+    consumer.poll_batch, consumer.commit = poll_batch, commit
+    return session
+
+
 def test_a_control_commit_that_needs_a_poll_never_stalls_the_runner(store, codec) -> None:
     """After a broker outage longer than the group session, librdkafka's control consumer must be
     polled to rejoin its group before a commit can succeed ("Waiting for coordinator" until then).
@@ -407,21 +428,7 @@ def test_a_control_commit_that_needs_a_poll_never_stalls_the_runner(store, codec
     bus, _ = labels_bus(codec, 300)
     service = ModelWatcher("counter-control")
     runner = Runner(service, bus, codec, store, batch_size=100, backoff=FAST)
-    session = {"lost": True, "commit_failed": False}  # the broker is back; the group session is not
-    real_poll, real_commit = runner.control.poll_batch, runner.control.commit
-
-    def poll_batch(max_records, timeout_s, *args, **kwargs):
-        if session["commit_failed"]:  # a poll after the failed commit serves the rejoin
-            session["lost"] = False
-        return real_poll(max_records, timeout_s, *args, **kwargs)
-
-    def commit(offsets):
-        if session["lost"]:
-            session["commit_failed"] = True
-            raise DependencyUnavailable("broker: Commit failed: Local: Waiting for coordinator")
-        return real_commit(offsets)
-
-    runner.control.poll_batch, runner.control.commit = poll_batch, commit
+    session = lose_group_session(runner.control)  # the broker is back; the group session is not
     bus.producer().produce(MODELS, codec.encode(MODELS, SAMPLES[MODELS]), key=b"credit")
     finished = threading.Event()
     threading.Thread(target=lambda: (drain(runner), finished.set()), daemon=True).start()
@@ -438,21 +445,7 @@ def test_a_data_commit_that_needs_a_poll_counts_as_refused_after_the_patience(st
     bus, _ = labels_bus(codec, 300)
     service = CountingService("counter-patience")
     runner = Runner(service, bus, codec, store, batch_size=100, backoff=FAST, commit_patience_s=0.05)
-    session = {"lost": True, "commit_failed": 0}
-    real_poll, real_commit = runner.consumer.poll_batch, runner.consumer.commit
-
-    def poll_batch(max_records, timeout_s, *args, **kwargs):
-        if session["commit_failed"]:  # a poll after the failed commits serves the rejoin
-            session["lost"] = False
-        return real_poll(max_records, timeout_s, *args, **kwargs)
-
-    def commit(offsets):
-        if session["lost"]:
-            session["commit_failed"] += 1
-            raise DependencyUnavailable("broker: Commit failed: Local: Waiting for coordinator")
-        return real_commit(offsets)
-
-    runner.consumer.poll_batch, runner.consumer.commit = poll_batch, commit
+    session = lose_group_session(runner.consumer)
     finished = threading.Event()
 
     def run() -> None:
@@ -461,6 +454,6 @@ def test_a_data_commit_that_needs_a_poll_counts_as_refused_after_the_patience(st
         finished.set()
     threading.Thread(target=run, daemon=True).start()
     assert finished.wait(30), "the runner is stuck retrying a commit that only a poll can unblock"
-    assert session["commit_failed"] > 1 and not session["lost"]  # retried, then polled again
+    assert session["commit_failures"] > 1 and not session["lost"]  # retried, then polled again
     assert len(service.counts) == 300 and set(service.counts.values()) == {1}  # the first batch once
     assert committed(bus, "counter-patience") == 300
