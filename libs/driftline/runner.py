@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from driftline.bus import Bus, Consumer, Message, Offsets, next_offsets
+from driftline.bus import Bus, BusFull, Consumer, Message, Offsets, next_offsets
 from driftline.bus.single_owner import SingleOwnerConsumer
 from driftline.codec import Codec, UndecodableRecord
 from driftline.deadletter import dead_letter, dead_letter_row
@@ -279,7 +279,8 @@ class Runner:
         """Poll one batch, :meth:`process` it and :meth:`checkpoint` it; return how many messages it held.
 
         A refused commit returns 0 after going back to the last saved state (the batch comes
-        again); a stop requested while waiting for a dependency returns 0 with the batch
+        again), and so does a bus without room for the batch's outputs (the state as before the
+        batch); a stop requested while waiting for a dependency returns 0 with the batch
         uncommitted (the next run reads it again).
         """
         control = self.control.poll_batch(self.batch_size, 0.0) if self.control else []
@@ -296,6 +297,9 @@ class Runner:
                 self.metrics.batch_seconds.observe(time.perf_counter() - started)
         except CommitRefused as exc:
             self._go_back(messages, exc)
+            return 0
+        except BusFull as exc:
+            self._undo_batch(messages, control, exc)
             return 0
         except Stopped:
             log.warning("%s: stopping with a batch of %d records unfinished; it is read again on restart",
@@ -492,6 +496,20 @@ class Runner:
         if self.rollback_point is not None:  # nothing saved yet: the state before this batch
             self.rollback_point.undo_last()
         self.consumer.seek(_first_offsets(messages))
+
+    def _undo_batch(self, messages: list[Message], control: list[Message], exc: BusFull) -> None:
+        """The bus had no room for the batch's outputs (their readers lag by its limit): the
+        state as before the batch, and the batch (with its control records) read again later.
+        Waiting for room here instead would wait for ever in the embedded mode, where those
+        readers run on this very thread. Outputs of the batch already on the bus are published
+        again then (at least once; their readers are idempotent on the record keys)."""
+        log.warning("%s: %s; handling this batch of %d records again once its readers catch up",
+                    self.service.name, exc, len(messages))
+        if self.rollback_point is not None:
+            self.rollback_point.undo_last()
+        self.consumer.seek(_first_offsets(messages))
+        if control:
+            self.control.seek(_first_offsets(control))
 
     def persist_state(self) -> None:
         # A standby holds no state of its own: saving it would overwrite the owner's.

@@ -22,7 +22,7 @@ from driftline.failure import Backoff, DependencyUnavailable
 from driftline.runner import Incoming, Output, Runner
 from driftline.state import StateStore
 from driftline.testing.samples import SAMPLES
-from driftline.topics import ALL_TOPICS, LABELS, MODELS
+from driftline.topics import ALL_TOPICS, LABELED, LABELS, MODELS
 
 FAST = Backoff(initial_s=0.001, max_s=0.01)
 
@@ -457,3 +457,39 @@ def test_a_data_commit_that_needs_a_poll_counts_as_refused_after_the_patience(st
     assert session["commit_failures"] > 1 and not session["lost"]  # retried, then polled again
     assert len(service.counts) == 300 and set(service.counts.values()) == {1}  # the first batch once
     assert committed(bus, "counter-patience") == 300
+
+
+@dataclass
+class Relay(CountingService):
+    """Counts each label and publishes it on ``labeled`` (a service whose outputs have readers)."""
+
+    def handle(self, batch: list[Incoming], now_ms: int) -> Output:
+        out = super().handle(batch, now_ms)
+        for item in batch:
+            out.publish(LABELED, item.record["event_id"], {**SAMPLES[LABELED], "event_id": item.record["event_id"]})
+        return out
+
+
+def test_a_bus_without_room_for_a_batchs_outputs_undoes_the_batch_and_the_runner_goes_on(store, codec) -> None:
+    """Found by the overload bench: the embedded bus refused a batch's outputs (their readers
+    lagged by its limit) and BusFull escaped Runner.step, stopping every embedded service. Now
+    the batch is undone and read again once the readers catch up: nothing lost, counted once."""
+    bus, _ = labels_bus(codec, 300)
+    reader = bus.consumer("downstream", [LABELED])  # a reader that lags until it is polled
+    service = Relay("relay")
+    runner = Runner(service, bus, codec, store, batch_size=100, backoff=FAST)
+    assert runner.step(0.0) == 100
+    bus.max_lag_bytes, bus.retention_bytes = bus._topics[LABELED][0].retained_bytes + 1, 0  # full up
+    assert runner.step(0.0) == 0  # no room for the next 100 outputs: the batch is undone, the step returns
+    assert len(service.counts) == 100 and committed(bus, "relay") == 100
+    bus.max_lag_bytes = 2 * bus.max_lag_bytes  # room for one batch's outputs once the reader catches up
+    relayed = []
+    for _ in range(100):
+        runner.step(0.0)
+        while batch := reader.poll_batch(1000, 0.0):  # the reader catches up: room again
+            relayed += [codec.decode(m.topic, m.value)["event_id"] for m in batch]
+            reader.commit({(m.topic, m.partition): m.offset + 1 for m in batch})
+        if committed(bus, "relay") == 300:
+            break
+    assert committed(bus, "relay") == 300 and set(service.counts.values()) == {1}  # each label counted once
+    assert set(relayed) == {f"reading-{i}" for i in range(300)}  # every output published (some twice)
