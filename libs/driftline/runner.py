@@ -216,6 +216,7 @@ class Runner:
         self.stop = stop
         self._state_saved_at = time.monotonic()
         self._abandoned = False  # a batch was left unfinished on stop: its state must not be saved
+        self._full_topic: str | None = None  # a topic the bus had no room on for the last batch's outputs
         self._assignment: set[tuple[str, int]] | None = None  # the partitions last seen assigned here
         self.outage = Outage(service.name, on_change=lambda ok: SERVICE_HEALTHY.labels(service.name).set(int(ok)))
         # Before the consumer: a single owner may take its group, and restore the state, at once.
@@ -283,6 +284,8 @@ class Runner:
         batch); a stop requested while waiting for a dependency returns 0 with the batch
         uncommitted (the next run reads it again).
         """
+        if not self._room_again():
+            return 0
         control = self.control.poll_batch(self.batch_size, 0.0) if self.control else []
         messages = self._poll(self.poll_timeout_s if timeout_s is None else timeout_s)
         started = time.perf_counter()
@@ -505,11 +508,23 @@ class Runner:
         again then (at least once; their readers are idempotent on the record keys)."""
         log.warning("%s: %s; handling this batch of %d records again once its readers catch up",
                     self.service.name, exc, len(messages))
+        self._full_topic = getattr(exc, "topic", None)
         if self.rollback_point is not None:
             self.rollback_point.undo_last()
         self.consumer.seek(_first_offsets(messages))
         if control:
             self.control.seek(_first_offsets(control))
+
+    def _room_again(self) -> bool:
+        """After a batch the bus had no room for: whether the full topic is at most half full
+        again (on a bus that can tell), so the next batch is not handled only to be undone."""
+        if self._full_topic is None:
+            return True
+        room = getattr(self.producer, "room", None)
+        if room is not None and not room(self._full_topic, share=0.5):
+            return False
+        self._full_topic = None
+        return True
 
     def persist_state(self) -> None:
         # A standby holds no state of its own: saving it would overwrite the owner's.

@@ -482,6 +482,9 @@ def test_a_bus_without_room_for_a_batchs_outputs_undoes_the_batch_and_the_runner
     bus.max_lag_bytes, bus.retention_bytes = bus._topics[LABELED][0].retained_bytes + 1, 0  # full up
     assert runner.step(0.0) == 0  # no room for the next 100 outputs: the batch is undone, the step returns
     assert len(service.counts) == 100 and committed(bus, "relay") == 100
+    handled = []
+    service.handle = lambda batch, now_ms, handle=service.handle: handled.append(len(batch)) or handle(batch, now_ms)
+    assert runner.step(0.0) == 0 and handled == []  # still full: not handled again only to be undone
     bus.max_lag_bytes = 2 * bus.max_lag_bytes  # room for one batch's outputs once the reader catches up
     relayed = []
     for _ in range(100):

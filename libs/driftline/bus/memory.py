@@ -267,6 +267,7 @@ class MemoryBus(Bus):
                 appended += 1
         except BusFull as exc:
             exc.appended = appended  # how many of the records are on the log
+            exc.topic = topic
             raise
         finally:
             for topic, index in touched:
@@ -342,14 +343,15 @@ class MemoryProducer(Producer):
         if self._bus.log_dir is not None:
             self._bus.flush_logs()
 
-    def room(self, topic: str) -> bool:
-        """Whether every partition of ``topic`` is below the backpressure limit."""
+    def room(self, topic: str, share: float = 1.0) -> bool:
+        """Whether every partition of ``topic`` is below ``share`` of the backpressure limit."""
         bus = self._bus
         with bus._lock:
             partitions = bus._partitions(topic)
             for index in range(len(partitions)):
                 bus._truncate(topic, index)
-            return all(p.retained_bytes < bus.retention_bytes + bus.max_lag_bytes for p in partitions)
+            limit = share * (bus.retention_bytes + bus.max_lag_bytes)
+            return all(p.retained_bytes < limit for p in partitions)
 
 
 class MemoryConsumer(Consumer):
