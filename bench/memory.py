@@ -6,6 +6,11 @@ where there is no /proc). The parent samples the child's ``VmRSS`` while it runs
 line also says how the resident set grew: the slope per 100,000 events after the first
 quarter is what a longer run would add.
 
+It also prints the resident set of a process that has only opened the embedded pipeline,
+and which Python ran: the packages of the environment weigh in. ``make bench`` runs in
+``.venv-bench``, whose pins for Evidently (pandas < 3) made a 1,000,000-event demo peak at
+1,117 MB where the project's ``.venv`` peaked at 923 MB (2026-11-24, one run each).
+
 ``BENCH_MEMORY_EVENTS`` shrinks the run (default 1,000,000); the target is < 1 GB.
 """
 
@@ -87,14 +92,39 @@ def growth_mb_per_100k(samples: list[tuple[float, int]], events: int, wall_s: fl
     return round((r1 - r0) / 1024 / max(events_between, 1) * 100_000, 1)
 
 
+#: Opens the embedded pipeline and prints its resident set before any event (kB).
+START_CHILD = """
+import json, sys
+from driftline.config import Settings
+from driftline.entry.embedded import Embedded
+app = Embedded(Settings())
+with open("/proc/self/status") as status:
+    rss_kb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+app.close()
+print(json.dumps({"start_rss_kb": rss_kb}))
+"""
+
+
+def start_rss_mb(home: Path) -> int | None:
+    """The resident set of a process that has opened the embedded pipeline (None without /proc)."""
+    if not Path("/proc/self/status").exists():
+        return None
+    out = subprocess.run([sys.executable, "-c", START_CHILD], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "DRIFTLINE_HOME": str(home)}, check=True).stdout
+    return round(json.loads(out.strip().splitlines()[-1])["start_rss_kb"] / 1024)
+
+
 def run() -> dict:
     with tempfile.TemporaryDirectory() as home:
         summary, samples, wall_s = run_child(EVENTS, Path(home))
+    with tempfile.TemporaryDirectory() as home:
+        start_mb = start_rss_mb(Path(home))
     peak_mb = summary["peak_rss_kb"] / 1024
     quarters = {f"rss_mb_at_{q}pct": round(next((r for t, r in samples if t >= wall_s * q / 100), samples[-1][1])
                                            / 1024) for q in (25, 50, 75)} if samples else {}
     return report(
         "memory", events=EVENTS, peak_rss_mb=round(peak_mb), limit_mb=LIMIT_MB, under_limit=peak_mb < LIMIT_MB,
         **quarters, growth_mb_per_100k_events=growth_mb_per_100k(samples, EVENTS, wall_s),
-        events_per_s=summary["events_per_s"],
+        events_per_s=summary["events_per_s"], rss_mb_before_the_first_event=start_mb,
+        python=sys.executable,
     )
