@@ -496,9 +496,7 @@ class Runner:
         if self._stateful and self.state is not None and self._retry(self._resume, "the store (state)"):
             self.rollback_point.mark()
             return  # the saved snapshot and its offsets: what it had not seen is read again
-        if self.rollback_point is not None:  # nothing saved yet: the state before this batch
-            self.rollback_point.undo_last()
-        self.consumer.seek(_first_offsets(messages))
+        self._rewind(messages)  # nothing saved yet: the state before this batch
 
     def _undo_batch(self, messages: list[Message], control: list[Message], exc: BusFull) -> None:
         """The bus had no room for the batch's outputs (their readers lag by its limit): the
@@ -509,11 +507,15 @@ class Runner:
         log.warning("%s: %s; handling this batch of %d records again once its readers catch up",
                     self.service.name, exc, len(messages))
         self._full_topic = getattr(exc, "topic", None)
+        self._rewind(messages)
+        if control:
+            self.control.seek(_first_offsets(control))
+
+    def _rewind(self, messages: list[Message]) -> None:
+        """The state as before this batch, and the data consumer back at its first records."""
         if self.rollback_point is not None:
             self.rollback_point.undo_last()
         self.consumer.seek(_first_offsets(messages))
-        if control:
-            self.control.seek(_first_offsets(control))
 
     def _room_again(self) -> bool:
         """After a batch the bus had no room for: whether the full topic is at most half full

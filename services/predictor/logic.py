@@ -220,10 +220,9 @@ class Predictor:
 
     def predict(self, events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Unscorable]]:
         """Predictions for ``events``, and :class:`Unscorable` for those that cannot be scored."""
-        checked = _checked_numeric(events)
         by_model: dict[str, list[int]] = defaultdict(list)
         unscorable: list[Unscorable] = []
-        for i, (event, problem) in enumerate(zip(events, checked.problems)):
+        for i, (event, problem) in enumerate(zip(events, _feature_problems(events))):
             if problem is None:
                 by_model[event["model"]].append(i)
             else:
@@ -333,30 +332,24 @@ class Predictor:
         ]
 
 
-@dataclass
-class _Checked:
-    """Per event, why it cannot be scored (None: it can)."""
-
-    problems: list[str | None]
-
-
-def _checked_numeric(events: list[dict[str, Any]]) -> _Checked:
-    """:func:`feature_problem` for a whole batch: one comparison over every numeric value at
-    once (whatever names they have: a producer writing straight to the topic may send any);
-    only the events it flags are walked feature by feature, for the same message as one by one."""
+def _feature_problems(events: list[dict[str, Any]]) -> list[str | None]:
+    """:func:`feature_problem` for a whole batch, per event: one comparison over every numeric
+    value at once (whatever names they have: a producer writing straight to the topic may send
+    any); only the events it flags are walked feature by feature, for the same message as one
+    by one."""
     rows = [e["numeric_features"] for e in events]
-    counts = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
     try:
         values = np.array(list(chain.from_iterable(map(dict.values, rows))), dtype=np.float64)
     except (TypeError, ValueError, OverflowError):  # not plain numbers (hand-made records): one by one
-        return _Checked([feature_problem(row) for row in rows])
+        return [feature_problem(row) for row in rows]
     with np.errstate(invalid="ignore"):
         out_of_range = np.abs(values) > FLOAT32_MAX
     problems: list[str | None] = [None] * len(rows)
     if out_of_range.any():
-        for i in np.unique(np.repeat(np.arange(len(rows)), counts)[out_of_range]).tolist():
+        row_of_value = np.repeat(np.arange(len(rows)), np.fromiter(map(len, rows), dtype=np.int64, count=len(rows)))
+        for i in np.unique(row_of_value[out_of_range]).tolist():
             problems[i] = feature_problem(rows[i])
-    return _Checked(problems)
+    return problems
 
 
 def _scoring_error(loaded: LoadedModel, exc: Exception) -> str:

@@ -216,27 +216,10 @@ class MemoryBus(Bus):
         except KeyError:
             raise KeyError(f"unknown topic {topic!r}; create it first") from None
 
-    def _append(self, topic: str, key: bytes | None, value: bytes, round_robin: int) -> None:
-        partitions = self._partitions(topic)
-        index = partition_for(key, len(partitions), round_robin)
-        partition = partitions[index]
-        if partition.retained_bytes >= self.retention_bytes + self.max_lag_bytes:
-            self._truncate(topic, index)  # groups may have committed since the last append
-            if partition.retained_bytes >= self.retention_bytes + self.max_lag_bytes:
-                raise BusFull(f"topic {topic!r} partition {index}: consumers lag by about "
-                              f"{partition.retained_bytes - self.retention_bytes} bytes")
-        message = Message(topic, index, partition.end, key, bytes(value), int(time.time() * 1000))
-        partition.append(message)
-        file = self._files.get((topic, index))
-        if file is not None:
-            _write_record(file, message)
-        if partition.retained_bytes > self.retention_bytes:
-            self._truncate(topic, index)
-
     def _append_many(self, records: list[tuple[str, bytes | None, bytes]], producer: MemoryProducer) -> None:
         """Append ``(topic, key, value)`` records in order, keyless ones round robin over the
         producer's counter; a :class:`BusFull` is raised with the records before it on the log,
-        as if produced one by one (``_append`` is the one-record path of ``produce``).
+        as if produced one by one.
 
         Retention is applied once per touched partition at the end, not after every record: the
         committed offsets cannot move while the lock is held, so dropping the oldest records down
@@ -314,10 +297,7 @@ class MemoryProducer(Producer):
         self._round_robin = 0
 
     def produce(self, topic: str, value: bytes, key: bytes | None = None) -> None:
-        with self._bus._lock:
-            self._round_robin += 1
-            self._bus._append(topic, key, value, self._round_robin)
-            self._bus._lock.notify_all()
+        self.produce_many([(topic, value, key)])
 
     def produce_many(self, records: list[tuple[str, bytes, bytes | None]]) -> None:
         """``produce`` for each ``(topic, value, key)`` in order, under one lock and one wake-up

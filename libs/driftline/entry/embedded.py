@@ -45,7 +45,8 @@ class Embedded:
         # before the first record, so records every group has committed serve no one: keeping
         # 4 MB of them per partition, as a Kafka-like retention would, held about 100 MB of
         # small Python objects in a long demo.
-        self.bus = MemoryBus(retention_bytes=EMBEDDED_RETENTION_BYTES, log_dir=self.settings.home / "bus" if persistent else None)
+        self.bus = MemoryBus(retention_bytes=EMBEDDED_RETENTION_BYTES,
+                             log_dir=self.settings.home / "bus" if persistent else None)
         self.bus.create_topics({topic: self.settings.partitions for topic in ALL_TOPICS})
         self.codec = Codec(registry_client(None))
         self.store = Store(self.settings.resolved_store_dsn)
