@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -29,6 +30,9 @@ from driftline.timeutil import now_ms
 from driftline.topics import DLQ
 
 log = logging.getLogger(__name__)
+
+#: (topic, encoded value, encoded key): a record as the producer takes it.
+Encoded = tuple[str, bytes, bytes | None]
 
 
 @dataclass
@@ -193,6 +197,11 @@ class Runner:
     commit_patience_s
         How long a commit that fails transiently is retried before it counts as refused (the
         batch is read again): longer than the group session, which a broker outage outlives.
+    overlap_acks
+        For a stateless service (the predictor, whose callers wait for its answers): handle
+        the next batch while the broker acknowledges the last one's records, and commit each
+        batch once they all are (:meth:`checkpoint`, steps 2 and 3). The order that makes a
+        crash replay rather than lose stays; only the wait moves off the critical path.
     stop
         Set to interrupt a wait for a dependency (:meth:`run` sets it to its own event).
     """
@@ -200,7 +209,7 @@ class Runner:
     def __init__(self, service: Service, bus: Bus, codec: Codec, store: Store, *, batch_size: int = 1000,
                  poll_timeout_s: float = 0.2, linger_s: float = 0.0, clock: Callable[[], int] | None = None,
                  state: Any | None = None, state_every_s: float = 5.0, backoff: Backoff | None = None,
-                 commit_patience_s: float = 30.0, stop: threading.Event | None = None):
+                 commit_patience_s: float = 30.0, overlap_acks: bool = False, stop: threading.Event | None = None):
         self.service = service
         self.bus = bus
         self.codec = codec
@@ -213,6 +222,7 @@ class Runner:
         self.state_every_s = state_every_s
         self.backoff = backoff or Backoff()
         self.commit_patience_s = commit_patience_s
+        self.overlap_acks = overlap_acks
         self.stop = stop
         self._state_saved_at = time.monotonic()
         self._abandoned = False  # a batch was left unfinished on stop: its state must not be saved
@@ -221,9 +231,14 @@ class Runner:
         self.outage = Outage(service.name, on_change=lambda ok: SERVICE_HEALTHY.labels(service.name).set(int(ok)))
         # Before the consumer: a single owner may take its group, and restore the state, at once.
         self._stateful = hasattr(service, "snapshot") and hasattr(service, "restore")
+        if overlap_acks and self._stateful:
+            raise ValueError(f"{service.name}: a state saved with its offsets needs each commit before the next batch")
+        self._unacknowledged: deque[_Unacknowledged] = deque()  # produced, not yet committed (oldest first)
         self.rollback_point = RollbackPoint(service) if self._stateful else None
         self.producer = bus.producer()
         self.consumer = self._data_consumer()
+        if overlap_acks and hasattr(self.consumer, "before_revoke"):
+            self.consumer.before_revoke(self._commit_all_quietly)  # the partitions' next owner starts there
         # Control topics (model events) are read by a consumer of their own, before every batch,
         # so a model swap applies from the next batch however busy the data topics are. Its group
         # is per instance: every replica must see every control record.
@@ -298,6 +313,8 @@ class Runner:
                 self.metrics.received(control + messages)  # counted once checkpointed, as the records out
                 self.metrics.delivered(output.records, output.dead_reasons)
                 self.metrics.batch_seconds.observe(time.perf_counter() - started)
+            elif self._unacknowledged:  # idle: commit what the broker has acknowledged since
+                self._commit_acknowledged()
         except CommitRefused as exc:
             self._go_back(messages, exc)
             return 0
@@ -414,6 +431,13 @@ class Runner:
         repeat; state persisted in step 4 carries its offsets, so a restart seeks
         there and replays what the state had not seen.
 
+        With ``overlap_acks`` (stateless services), step 2 produces without waiting and step 3
+        commits, oldest first, the batches whose records are all acknowledged by then; the
+        rest are committed at a later batch, when idle, before a rebalance takes their
+        partitions, or on close. A failed delivery produces those batches' records again
+        (waiting this time). A refused commit needs nothing undone: there is no state, and
+        the records' next owner reads them again.
+
         A transient failure of a step (store, schema registry or broker unreachable, a
         flush not acknowledged in time) retries that step with backoff until it succeeds
         or the runner is stopped; it never reaches the records. A commit the bus refuses
@@ -424,11 +448,20 @@ class Runner:
         # 1. Store rows first: if we die after this, the replay rewrites the same keys.
         for table, rows in output.rows.items():
             self._retry(lambda: self.store.insert(table, rows), f"the store (insert into {table})")
+        offsets = next_offsets(messages)
+        if self.overlap_acks:
+            # 2. Publish; the broker acknowledges while the next batch is handled.
+            encoded = self._retry(lambda: self._produce(output.records), "the broker (publish)")
+            self._unacknowledged.append(_Unacknowledged(self.producer.mark(), offsets, encoded))
+            # 3. Commit the batches acknowledged so far; wait once too many are in flight.
+            self._commit_acknowledged(wait=len(self._unacknowledged) > MAX_UNACKNOWLEDGED_BATCHES)
+            if control:
+                self._commit_control(control)
+            return offsets
         # 2. Publish and wait for the bus to acknowledge every record (all again after a failed
         #    flush: a duplicate on a topic is what a replay produces too; a loss would not be).
         self._retry(lambda: self._publish(output.records), "the broker (publish and flush)")
         # 3. Only now may the input be considered done.
-        offsets = next_offsets(messages)
         if offsets and not self._commit(offsets):
             raise CommitRefused(f"{self.service.name}: commit of {offsets} refused")
         if control:
@@ -477,16 +510,60 @@ class Runner:
             log.warning("%s: control records not committed now (%s); they may be read again", self.service.name, exc)
 
     def _publish(self, records: list[tuple[str, str | None, dict[str, Any]]]) -> None:
+        self._produce(records)
+        self.producer.flush()
+
+    def _produce(self, records: list[tuple[str, str | None, dict[str, Any]]]) -> list[Encoded]:
         encode = self.codec.encode  # bound once per batch, not per record
+        encoded = [(topic, encode(topic, record), None if key is None else key.encode())
+                   for topic, key, record in records]
+        self._produce_encoded(encoded)
+        return encoded
+
+    def _produce_encoded(self, encoded: list[Encoded]) -> None:
         produce_many = getattr(self.producer, "produce_many", None)
         if produce_many is not None:  # the embedded bus: one lock and one consumer wake-up per batch
-            produce_many([(topic, encode(topic, record), None if key is None else key.encode())
-                          for topic, key, record in records])
+            produce_many(encoded)
         else:
             produce = self.producer.produce
-            for topic, key, record in records:
-                produce(topic, encode(topic, record), key=None if key is None else key.encode())
+            for topic, value, key in encoded:
+                produce(topic, value, key=key)
+
+    def _commit_acknowledged(self, wait: bool = False) -> None:
+        """Overlapped step 3: commit the oldest batches whose records the broker has all
+        acknowledged (every batch, after a flush, when ``wait``). After a failed delivery the
+        records of every batch not yet committed are produced again and waited for (a
+        duplicate is what a replay produces too; a loss would not be)."""
+        done: Offsets = {}
+        try:
+            if wait:
+                self.producer.flush()
+            while self._unacknowledged and self.producer.acknowledged(self._unacknowledged[0].mark):
+                _advance(done, self._unacknowledged.popleft().offsets)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("%s: %s; producing the unacknowledged batches again", self.service.name, exc)
+            self._retry(self._produce_unacknowledged_again, "the broker (publish and flush)")
+            while self._unacknowledged:
+                _advance(done, self._unacknowledged.popleft().offsets)
+        if done and wait:
+            self._commit(done)  # refused: the partitions moved, and their next owner reads them again
+        elif done:
+            self.consumer.commit_soon(done)  # a broker slow to answer holds up no batch
+
+    def _produce_unacknowledged_again(self) -> None:
+        for batch in self._unacknowledged:
+            self._produce_encoded(batch.records)
         self.producer.flush()
+
+    def _commit_all_quietly(self) -> None:
+        """Commit every overlapped batch now, if the broker answers (before a rebalance, on close)."""
+        try:
+            self._commit_acknowledged(wait=True)
+        except Exception as exc:  # noqa: BLE001 - uncommitted records are read again, not lost
+            log.warning("%s: produced records not committed (%s); they will be read again",
+                        self.service.name, exc)
 
     def _go_back(self, messages: list[Message], exc: CommitRefused) -> None:
         """After a refused commit: the state as last saved, and its offsets, so the records
@@ -561,6 +638,8 @@ class Runner:
             self.step()
 
     def close(self) -> None:
+        if self._unacknowledged:
+            self._commit_all_quietly()
         if self.processed and not self._abandoned:
             try:
                 self.persist_state()
@@ -570,6 +649,25 @@ class Runner:
         self.consumer.close()
         if self.control:
             self.control.close()
+
+
+#: Overlapped batches in flight before a checkpoint waits for the broker (memory stays bounded
+#: when it falls behind).
+MAX_UNACKNOWLEDGED_BATCHES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class _Unacknowledged:
+    """A batch produced with ``overlap_acks`` and not committed yet."""
+
+    mark: Any  # the producer's mark after the batch's records
+    offsets: Offsets  # to commit once they are acknowledged
+    records: list[Encoded]  # to produce again if a delivery fails
+
+
+def _advance(offsets: Offsets, later: Offsets) -> None:
+    for tp, offset in later.items():
+        offsets[tp] = max(offsets.get(tp, 0), offset)
 
 
 def _first_offsets(messages: list[Message]) -> Offsets:

@@ -203,6 +203,47 @@ def test_a_seek_applies_once_and_later_rebalances_resume_from_commits(bus: Kafka
             second.close()
 
 
+def test_a_mark_is_acknowledged_once_the_broker_has_every_record_before_it(bus: KafkaBus) -> None:
+    topic = _topic(bus)
+    producer = bus.producer()
+    for i in range(200):
+        producer.produce(topic, f"v{i}".encode(), key=f"k{i}".encode())
+    first = producer.mark()
+    producer.produce(topic, b"after", key=b"k")
+    second = producer.mark()
+    deadline = time.monotonic() + TIMEOUT_S
+    while not producer.acknowledged(first):
+        assert time.monotonic() < deadline, "200 records not acknowledged in time"
+        time.sleep(0.01)
+    assert first.unacknowledged == 0  # every delivery report of the first mark served
+    producer.flush()
+    assert producer.acknowledged(second)
+    assert producer.acknowledged(producer.mark())  # nothing since: acknowledged at once
+
+
+def test_before_a_rebalance_takes_partitions_the_hook_runs_while_they_are_still_assigned(bus: KafkaBus) -> None:
+    """What an overlapping runner commits its batches in flight with."""
+    topic = _topic(bus, partitions=2)
+    _produce(bus, topic, 100)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    first = bus.consumer(group, [topic])
+    held_when_revoked: list[set] = []
+    first.before_revoke(lambda: held_when_revoked.append(first.assigned()))
+    second = None
+    try:
+        got = _drain(first, 100, commit=False)
+        assert len(got) == 100 and held_when_revoked == []
+        first.commit(next_offsets(got))
+        second = bus.consumer(group, [topic])
+        _poll_until(lambda: second.assigned(), first, second)
+        assert held_when_revoked and len(held_when_revoked[0]) == 2  # both, before one of them moved
+        assert len(first.assigned()) == 1
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+
+
 def _poll_until(condition, *consumers: KafkaConsumer, timeout_s: float = TIMEOUT_S) -> list:
     """Keep the consumers polling (a rebalance needs that) until ``condition()``; return what came."""
     got, deadline = [], time.monotonic() + timeout_s

@@ -11,6 +11,7 @@ from __future__ import annotations
 import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 #: (topic, partition) -> the next offset to read, Kafka's meaning of a committed offset.
 Offsets = dict[tuple[str, int], int]
@@ -55,6 +56,22 @@ class Producer(ABC):
     def flush(self, timeout_s: float = 30.0) -> None:
         """Block until every queued record is durably on the bus, or raise."""
 
+    def mark(self) -> Any:
+        """A mark after every record produced so far, for :meth:`acknowledged`.
+
+        This default flushes, so every mark is acknowledged when it is made; a producer
+        whose broker acknowledges asynchronously (Kafka) lets the caller go on meanwhile.
+        """
+        self.flush()
+        return None
+
+    def acknowledged(self, mark: Any) -> bool:
+        """Whether every record produced before ``mark`` is durably on the bus, without waiting.
+
+        Raises as :meth:`flush` when a delivery failed.
+        """
+        return True
+
 
 class Consumer(ABC):
     @abstractmethod
@@ -71,6 +88,11 @@ class Consumer(ABC):
     @abstractmethod
     def commit(self, offsets: Offsets) -> None:
         """Commit offsets synchronously (next offset to read per partition)."""
+
+    def commit_soon(self, offsets: Offsets) -> None:
+        """Commit offsets without waiting for the answer: one that fails is covered by the
+        next commit, or its records are read again (this default commits synchronously)."""
+        self.commit(offsets)
 
     @abstractmethod
     def positions(self) -> Offsets:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 
 from confluent_kafka import Consumer as _Consumer
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
@@ -89,6 +90,21 @@ class KafkaBus(Bus):
         return _group_members(self.config, group, timeout_s)
 
 
+class _Segment:
+    """The records produced between two marks, counted down as the broker acknowledges them."""
+
+    __slots__ = ("unacknowledged", "_errors")
+
+    def __init__(self, errors: list[tuple[str, KafkaError]]):
+        self.unacknowledged = 0
+        self._errors = errors  # the producer's: a failure anywhere fails whoever flushes or asks next
+
+    def delivered(self, err, msg) -> None:
+        self.unacknowledged -= 1
+        if err is not None:
+            self._errors.append((msg.topic(), err))
+
+
 class KafkaProducer(Producer):
     #: Defaults a deployment may tune through ``extra``.
     DEFAULTS = {"partitioner": "consistent", "linger.ms": 5, "compression.type": "lz4"}
@@ -98,16 +114,15 @@ class KafkaProducer(Producer):
     def __init__(self, config: dict):
         self._producer = _Producer({**self.DEFAULTS, **config, **self.REQUIRED})
         self._errors: list[tuple[str, KafkaError]] = []
-
-    def _delivered(self, err, msg) -> None:
-        if err is not None:
-            self._errors.append((msg.topic(), err))
+        self._segment = _Segment(self._errors)
 
     def produce(self, topic: str, value: bytes, key: bytes | None = None, block_s: float = 30.0) -> None:
         deadline = time.monotonic() + block_s
+        segment = self._segment
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, on_delivery=self._delivered)
+                self._producer.produce(topic, value=value, key=key, on_delivery=segment.delivered)
+                segment.unacknowledged += 1
                 self._producer.poll(0)
                 return
             except BufferError as exc:
@@ -115,6 +130,16 @@ class KafkaProducer(Producer):
                 if time.monotonic() > deadline:
                     raise BusFull(f"producer queue full for {block_s}s on {topic!r}") from exc
                 self._producer.poll(0.1)
+
+    def mark(self) -> _Segment:
+        """The records produced since the last mark; acknowledged once the broker has them all."""
+        mark, self._segment = self._segment, _Segment(self._errors)
+        return mark
+
+    def acknowledged(self, mark: _Segment) -> bool:
+        self._producer.poll(0)  # serve the delivery reports that arrived
+        self._raise_failed()
+        return mark.unacknowledged == 0
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait for every queued record's acknowledgement.
@@ -131,12 +156,17 @@ class KafkaProducer(Producer):
         remaining = self._producer.flush(timeout_s)
         if remaining:
             raise DependencyUnavailable(f"broker: {remaining} records not acknowledged after {timeout_s}s")
-        if self._errors:
-            errors, self._errors = self._errors, []
-            described = [f"{topic}: {err}" for topic, err in errors[:3]]
-            if all(is_transient(KafkaException(err)) for _, err in errors):
-                raise DependencyUnavailable(f"broker: {len(errors)} records not delivered: {described}")
-            raise KafkaException(f"{len(errors)} records failed: {described}")
+        self._raise_failed()
+
+    def _raise_failed(self) -> None:
+        if not self._errors:
+            return
+        errors = list(self._errors)
+        self._errors.clear()  # in place: the open segments report into this list
+        described = [f"{topic}: {err}" for topic, err in errors[:3]]
+        if all(is_transient(KafkaException(err)) for _, err in errors):
+            raise DependencyUnavailable(f"broker: {len(errors)} records not delivered: {described}")
+        raise KafkaException(f"{len(errors)} records failed: {described}")
 
 
 class _LibrdkafkaConsumer(Consumer):
@@ -223,7 +253,18 @@ class KafkaConsumer(_LibrdkafkaConsumer):
             except Exception:
                 self._consumer.close()
                 raise
-        self._consumer.subscribe(topics, on_assign=self._on_assign)
+        self._before_revoke: Callable[[], None] | None = None
+        self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    def before_revoke(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` while partitions are still ours, before a rebalance takes them away:
+        the last chance to commit what was done with them (their next owner starts there)."""
+        self._before_revoke = callback
+
+    def _on_revoke(self, consumer, partitions: list[TopicPartition]) -> None:
+        # confluent-kafka unassigns them after this returns, as it would without a callback.
+        if self._before_revoke is not None:
+            self._before_revoke()
 
     def _on_assign(self, consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
@@ -254,6 +295,12 @@ class KafkaConsumer(_LibrdkafkaConsumer):
             log.warning("kafka consumer: commit refused (%s); those records will be delivered again", exc.args[0])
             return False
         return len(mine) == len(offsets)
+
+    def commit_soon(self, offsets: Offsets) -> None:
+        assigned = self.assigned()
+        mine = [TopicPartition(t, p, o) for (t, p), o in offsets.items() if (t, p) in assigned]
+        if mine:
+            self._consumer.commit(offsets=mine, asynchronous=True)
 
     def member_id(self) -> str | None:
         """This consumer's id in its group, once it has joined (None before)."""

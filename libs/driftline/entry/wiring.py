@@ -118,6 +118,7 @@ def make_runner(name: str, ctx: Context) -> Runner:
     s = ctx.settings
     runner = Runner(service, ctx.bus, ctx.codec, ctx.store, batch_size=s.batch_size,
                     poll_timeout_s=s.poll_timeout_s, linger_s=_linger_s(name, s), state=state, stop=ctx.stop,
+                    overlap_acks=name == "predictor",  # its callers wait for answers, not for the broker's acks
                     backoff=Backoff(s.retry_backoff_initial_s, s.retry_backoff_max_s))
     if hasattr(service, "read_assignment_from"):  # the drift-detector's watermark covers every partition it reads
         service.read_assignment_from(runner.consumer.assigned)
