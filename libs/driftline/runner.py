@@ -452,7 +452,8 @@ class Runner:
         if self.overlap_acks:
             # 2. Publish; the broker acknowledges while the next batch is handled.
             encoded = self._retry(lambda: self._produce(output.records), "the broker (publish)")
-            self._unacknowledged.append(_Unacknowledged(self.producer.mark(), offsets, encoded))
+            mark = self._retry(self.producer.mark, "the broker (publish)")
+            self._unacknowledged.append(_Unacknowledged(mark, offsets, encoded))
             # 3. Commit the batches acknowledged so far; wait once too many are in flight.
             self._commit_acknowledged(wait=len(self._unacknowledged) > MAX_UNACKNOWLEDGED_BATCHES)
             if control:
@@ -529,41 +530,65 @@ class Runner:
             for topic, value, key in encoded:
                 produce(topic, value, key=key)
 
-    def _commit_acknowledged(self, wait: bool = False) -> None:
+    def _commit_acknowledged(self, wait: bool = False, flush_timeout_s: float = 30.0) -> None:
         """Overlapped step 3: commit the oldest batches whose records the broker has all
-        acknowledged (every batch, after a flush, when ``wait``). After a failed delivery the
-        records of every batch not yet committed are produced again and waited for (a
-        duplicate is what a replay produces too; a loss would not be)."""
+        acknowledged; when ``wait``, every batch, flushing until the broker has them all.
+
+        A batch that lost records to a failed delivery is produced again, under a new mark,
+        and committed once that is acknowledged (a duplicate is what a replay produces too;
+        a loss would not be)."""
         done: Offsets = {}
         try:
-            if wait:
-                self.producer.flush()
-            while self._unacknowledged and self.producer.acknowledged(self._unacknowledged[0].mark):
-                _advance(done, self._unacknowledged.popleft().offsets)
+            while True:
+                if wait:
+                    self._retry(lambda: self.producer.flush(flush_timeout_s), "the broker (flush)")
+                while self._unacknowledged and self._acknowledged(self._unacknowledged[0]):
+                    _advance(done, self._unacknowledged.popleft().offsets)
+                if not (wait and self._unacknowledged):
+                    break
+        finally:  # what was acknowledged before a failure is done all the same
+            if done and wait:
+                self._commit(done)  # refused: the partitions moved, and their next owner reads them again
+            elif done:
+                self._commit_soon(done)
+
+    def _acknowledged(self, batch: _Unacknowledged) -> bool:
+        failure = None
+        try:
+            return self.producer.acknowledged(batch.mark)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise  # the records' or the configuration's fault: nothing is committed after them
+            failure = exc
+        log.warning("%s: %s; producing the batch again", self.service.name, failure)
+        self._retry(lambda: self._produce_encoded(batch.records), "the broker (publish)")
+        self._unacknowledged[0] = _Unacknowledged(self._retry(self.producer.mark, "the broker (publish)"),
+                                                  batch.offsets, batch.records)
+        return False
+
+    def _commit_soon(self, offsets: Offsets) -> None:
+        """Commit without waiting for the broker's answer: a broker slow to answer holds up no
+        batch, and a commit lost meanwhile is covered by the next one."""
+        try:
+            self.consumer.commit_soon(offsets)
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            log.warning("%s: %s; producing the unacknowledged batches again", self.service.name, exc)
-            self._retry(self._produce_unacknowledged_again, "the broker (publish and flush)")
-            while self._unacknowledged:
-                _advance(done, self._unacknowledged.popleft().offsets)
-        if done and wait:
-            self._commit(done)  # refused: the partitions moved, and their next owner reads them again
-        elif done:
-            self.consumer.commit_soon(done)  # a broker slow to answer holds up no batch
-
-    def _produce_unacknowledged_again(self) -> None:
-        for batch in self._unacknowledged:
-            self._produce_encoded(batch.records)
-        self.producer.flush()
+            log.warning("%s: commit not sent now (%s); the next one covers it", self.service.name, exc)
 
     def _commit_all_quietly(self) -> None:
-        """Commit every overlapped batch now, if the broker answers (before a rebalance, on close)."""
+        """Commit every overlapped batch now if the broker answers within 10 s (before a
+        rebalance, on close): one attempt at each step, no waiting out an outage, since the
+        partitions or the process are leaving."""
+        stop, self.stop = self.stop, threading.Event()
+        self.stop.set()  # _retry: a transient failure raises Stopped instead of waiting
         try:
-            self._commit_acknowledged(wait=True)
+            self._commit_acknowledged(wait=True, flush_timeout_s=10.0)
         except Exception as exc:  # noqa: BLE001 - uncommitted records are read again, not lost
             log.warning("%s: produced records not committed (%s); they will be read again",
                         self.service.name, exc)
+        finally:
+            self.stop = stop
 
     def _go_back(self, messages: list[Message], exc: CommitRefused) -> None:
         """After a refused commit: the state as last saved, and its offsets, so the records
@@ -638,6 +663,8 @@ class Runner:
             self.step()
 
     def close(self) -> None:
+        if self.overlap_acks and hasattr(self.consumer, "before_revoke"):
+            self.consumer.before_revoke(None)  # closing revokes everything: committed just below, once
         if self._unacknowledged:
             self._commit_all_quietly()
         if self.processed and not self._abandoned:

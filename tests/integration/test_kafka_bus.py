@@ -9,6 +9,7 @@ the ``dead_letters`` table, with the bytes and where they were found.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -17,8 +18,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from driftline.bus import next_offsets, partition_for
 from driftline.bus.kafka import KafkaBus, KafkaConsumer
@@ -219,6 +220,25 @@ def test_a_mark_is_acknowledged_once_the_broker_has_every_record_before_it(bus: 
     producer.flush()
     assert producer.acknowledged(second)
     assert producer.acknowledged(producer.mark())  # nothing since: acknowledged at once
+
+
+def test_a_record_the_broker_refuses_fails_its_mark_for_good(bus: KafkaBus, kafka_bootstrap: str) -> None:
+    """A failure stays with its mark even after a flush reported it: nothing after it is committed."""
+    topic = f"bus-{uuid.uuid4().hex[:12]}"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1, config={"max.message.bytes": "1000"})])[topic].result(30)
+    producer = bus.producer()
+    producer.produce(topic, os.urandom(5000), key=b"k")  # within the client's limit, over the topic's (incompressible)
+    refused = producer.mark()
+    with pytest.raises(KafkaException, match="MSG_SIZE_TOO_LARGE"):
+        producer.flush()
+    for _ in range(2):
+        with pytest.raises(KafkaException, match="MSG_SIZE_TOO_LARGE"):
+            producer.acknowledged(refused)
+    producer.produce(topic, b"small", key=b"k")
+    fine = producer.mark()
+    producer.flush()
+    assert producer.acknowledged(fine)
 
 
 def test_before_a_rebalance_takes_partitions_the_hook_runs_while_they_are_still_assigned(bus: KafkaBus) -> None:

@@ -42,6 +42,10 @@ class Counter(Relabel):
         pass
 
 
+class RefusedRecord(Exception):
+    """A delivery failed for a reason of the record (not transient)."""
+
+
 class SlowBroker:
     """A MemoryBus whose producers' records are acknowledged only when :meth:`acknowledge` says."""
 
@@ -49,7 +53,8 @@ class SlowBroker:
         self.bus = bus
         self.marks = 0  # marks made so far; mark i (from 1) is acknowledged once i <= acknowledged
         self.acknowledged = 0
-        self.failures = 0  # deliveries to report failed, one per acknowledged() call
+        self.lost: set[int] = set()  # marks some of whose records failed to arrive (transient)
+        self.refused: set[int] = set()  # marks with a record the broker refuses for good (too large)
         self.flushes = 0
         self.produced = 0
 
@@ -73,9 +78,10 @@ class SlowBroker:
                 return broker.marks
 
             def acknowledged(self, mark: int) -> bool:
-                if broker.failures:
-                    broker.failures -= 1
+                if mark in broker.lost and mark <= broker.acknowledged:
                     raise DependencyUnavailable("broker: 1 records not delivered: [labeled: _MSG_TIMED_OUT]")
+                if mark in broker.refused and mark <= broker.acknowledged:
+                    raise RefusedRecord("1 records failed: [labeled: MSG_SIZE_TOO_LARGE]")
                 return mark <= broker.acknowledged
 
         return Producer()
@@ -127,18 +133,36 @@ def test_batches_are_handled_before_acknowledgement_and_committed_only_after(sto
     assert broker.produced == 300  # each record once
 
 
-def test_a_failed_delivery_produces_every_uncommitted_batch_again_then_commits(store, codec) -> None:
+def test_a_batch_that_lost_records_is_produced_again_and_committed_once_acknowledged(store, codec) -> None:
     broker = slow_broker(codec, 250)
     runner = Runner(Relabel(), broker, codec, store, batch_size=100, backoff=FAST, overlap_acks=True)
     runner.step(0.0)
     runner.step(0.0)
-    broker.failures = 1  # a record timed out; a producer cannot tell of which batch
-    runner.step(0.0)  # the third batch: 50 records, then the commit finds the failure
+    broker.acknowledge()
+    broker.lost = {2}  # a record of the second batch timed out
+    runner.step(0.0)  # the third batch; the commit finds the first acknowledged, the second failed
 
-    assert committed(broker) == 250  # every batch, after producing them all again
+    assert committed(broker) == 100  # nothing past the batch that lost a record
+    broker.acknowledge()  # its records, produced again, arrive
+    runner.step(0.0)
+    assert committed(broker) == 250
     ids = published(broker, codec)
     assert set(ids) == {f"e{i}" for i in range(250)}  # nothing lost...
-    assert len(ids) == 2 * 250  # ...and what was not committed went out twice (a replay's duplicates)
+    assert len(ids) == 250 + 100  # ...and the second batch went out twice (a replay's duplicates)
+
+
+def test_a_record_refused_for_good_stops_the_service_and_nothing_after_it_is_committed(store, codec) -> None:
+    broker = slow_broker(codec, 300)
+    runner = Runner(Relabel(), broker, codec, store, batch_size=100, backoff=FAST, overlap_acks=True)
+    runner.step(0.0)
+    runner.step(0.0)
+    broker.acknowledge()
+    broker.refused = {2}
+    with pytest.raises(RefusedRecord):
+        runner.step(0.0)
+    assert committed(broker) == 100
+    runner.close()  # as `driftline serve` does after the error: still nothing past the refused record
+    assert committed(broker) == 100
 
 
 def test_close_commits_the_batches_in_flight(store, codec) -> None:

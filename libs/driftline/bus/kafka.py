@@ -91,17 +91,23 @@ class KafkaBus(Bus):
 
 
 class _Segment:
-    """The records produced between two marks, counted down as the broker acknowledges them."""
+    """The records produced between two marks, counted down as the broker acknowledges them.
 
-    __slots__ = ("unacknowledged", "_errors")
+    A failed delivery stays with its segment (the producer's shared list, which a flush
+    empties, is for whoever flushes): the segment is never acknowledged after it.
+    """
+
+    __slots__ = ("unacknowledged", "failures", "_errors")
 
     def __init__(self, errors: list[tuple[str, KafkaError]]):
         self.unacknowledged = 0
-        self._errors = errors  # the producer's: a failure anywhere fails whoever flushes or asks next
+        self.failures: list[tuple[str, KafkaError]] = []
+        self._errors = errors
 
     def delivered(self, err, msg) -> None:
         self.unacknowledged -= 1
         if err is not None:
+            self.failures.append((msg.topic(), err))
             self._errors.append((msg.topic(), err))
 
 
@@ -138,7 +144,8 @@ class KafkaProducer(Producer):
 
     def acknowledged(self, mark: _Segment) -> bool:
         self._producer.poll(0)  # serve the delivery reports that arrived
-        self._raise_failed()
+        if mark.failures:
+            raise _delivery_failure(mark.failures)
         return mark.unacknowledged == 0
 
     def flush(self, timeout_s: float = 30.0) -> None:
@@ -159,14 +166,19 @@ class KafkaProducer(Producer):
         self._raise_failed()
 
     def _raise_failed(self) -> None:
-        if not self._errors:
-            return
-        errors = list(self._errors)
-        self._errors.clear()  # in place: the open segments report into this list
-        described = [f"{topic}: {err}" for topic, err in errors[:3]]
-        if all(is_transient(KafkaException(err)) for _, err in errors):
-            raise DependencyUnavailable(f"broker: {len(errors)} records not delivered: {described}")
-        raise KafkaException(f"{len(errors)} records failed: {described}")
+        if self._errors:
+            errors = list(self._errors)
+            self._errors.clear()  # in place: the open segments report into this list
+            raise _delivery_failure(errors)
+
+
+def _delivery_failure(errors: list[tuple[str, KafkaError]]) -> Exception:
+    """A transport failure (broker down, timed out) is transient: the records may be sent again;
+    one of the records or the configuration (too large, not authorized) is not."""
+    described = [f"{topic}: {err}" for topic, err in errors[:3]]
+    if all(is_transient(KafkaException(err)) for _, err in errors):
+        return DependencyUnavailable(f"broker: {len(errors)} records not delivered: {described}")
+    return KafkaException(f"{len(errors)} records failed: {described}")
 
 
 class _LibrdkafkaConsumer(Consumer):
@@ -256,7 +268,7 @@ class KafkaConsumer(_LibrdkafkaConsumer):
         self._before_revoke: Callable[[], None] | None = None
         self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
 
-    def before_revoke(self, callback: Callable[[], None]) -> None:
+    def before_revoke(self, callback: Callable[[], None] | None) -> None:
         """Call ``callback`` while partitions are still ours, before a rebalance takes them away:
         the last chance to commit what was done with them (their next owner starts there)."""
         self._before_revoke = callback
