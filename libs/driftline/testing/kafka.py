@@ -57,7 +57,10 @@ MVN_TIMEOUT_S = 900.0
 KAFKA_READY_TIMEOUT_S = 120.0
 APICURIO_READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
-KAFKA_HEAP = ["-Xms128m", "-Xmx512m"]
+#: As docker-compose's broker. Its live set is about 170 MB under load; a heap that starts at
+#: 128 MB grows through frequent young and mixed collections (68-69 pauses of 5-32 ms in a 16 s
+#: run at 5,000 events/s, against 38-45 with the heap whole from the start).
+KAFKA_HEAP = ["-Xms512m", "-Xmx512m"]
 APICURIO_HEAP = ["-Xms64m", "-Xmx384m"]
 
 log = logging.getLogger(__name__)
