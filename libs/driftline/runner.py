@@ -434,9 +434,9 @@ class Runner:
         With ``overlap_acks`` (stateless services), step 2 produces without waiting and step 3
         commits, oldest first, the batches whose records are all acknowledged by then; the
         rest are committed at a later batch, when idle, before a rebalance takes their
-        partitions, or on close. A failed delivery produces those batches' records again
-        (waiting this time). A refused commit needs nothing undone: there is no state, and
-        the records' next owner reads them again.
+        partitions, or on close. A batch that lost records to a failed delivery is produced
+        again and committed once that is acknowledged. A refused commit needs nothing undone:
+        there is no state, and the records' next owner reads them again.
 
         A transient failure of a step (store, schema registry or broker unreachable, a
         flush not acknowledged in time) retries that step with backoff until it succeeds

@@ -133,12 +133,17 @@ def test_batches_are_handled_before_acknowledgement_and_committed_only_after(sto
     assert broker.produced == 300  # each record once
 
 
-def test_a_batch_that_lost_records_is_produced_again_and_committed_once_acknowledged(store, codec) -> None:
-    broker = slow_broker(codec, 250)
+def two_batches_acknowledged(store, codec: Codec, labels: int) -> tuple[SlowBroker, Runner]:
+    broker = slow_broker(codec, labels)
     runner = Runner(Relabel(), broker, codec, store, batch_size=100, backoff=FAST, overlap_acks=True)
     runner.step(0.0)
     runner.step(0.0)
     broker.acknowledge()
+    return broker, runner
+
+
+def test_a_batch_that_lost_records_is_produced_again_and_committed_once_acknowledged(store, codec) -> None:
+    broker, runner = two_batches_acknowledged(store, codec, 250)
     broker.lost = {2}  # a record of the second batch timed out
     runner.step(0.0)  # the third batch; the commit finds the first acknowledged, the second failed
 
@@ -152,11 +157,7 @@ def test_a_batch_that_lost_records_is_produced_again_and_committed_once_acknowle
 
 
 def test_a_record_refused_for_good_stops_the_service_and_nothing_after_it_is_committed(store, codec) -> None:
-    broker = slow_broker(codec, 300)
-    runner = Runner(Relabel(), broker, codec, store, batch_size=100, backoff=FAST, overlap_acks=True)
-    runner.step(0.0)
-    runner.step(0.0)
-    broker.acknowledge()
+    broker, runner = two_batches_acknowledged(store, codec, 300)
     broker.refused = {2}
     with pytest.raises(RefusedRecord):
         runner.step(0.0)
