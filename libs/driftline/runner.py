@@ -451,9 +451,8 @@ class Runner:
         offsets = next_offsets(messages)
         if self.overlap_acks:
             # 2. Publish; the broker acknowledges while the next batch is handled.
-            encoded = self._retry(lambda: self._produce(output.records), "the broker (publish)")
-            mark = self._retry(self.producer.mark, "the broker (publish)")
-            self._unacknowledged.append(_Unacknowledged(mark, offsets, encoded))
+            encoded = self._retry(lambda: self._encode(output.records), "the schema registry (encode)")
+            self._unacknowledged.append(self._send(encoded, offsets))
             # 3. Commit the batches acknowledged so far; wait once too many are in flight.
             self._commit_acknowledged(wait=len(self._unacknowledged) > MAX_UNACKNOWLEDGED_BATCHES)
             if control:
@@ -511,15 +510,18 @@ class Runner:
             log.warning("%s: control records not committed now (%s); they may be read again", self.service.name, exc)
 
     def _publish(self, records: list[tuple[str, str | None, dict[str, Any]]]) -> None:
-        self._produce(records)
+        self._produce_encoded(self._encode(records))
         self.producer.flush()
 
-    def _produce(self, records: list[tuple[str, str | None, dict[str, Any]]]) -> list[Encoded]:
+    def _encode(self, records: list[tuple[str, str | None, dict[str, Any]]]) -> list[Encoded]:
         encode = self.codec.encode  # bound once per batch, not per record
-        encoded = [(topic, encode(topic, record), None if key is None else key.encode())
-                   for topic, key, record in records]
-        self._produce_encoded(encoded)
-        return encoded
+        return [(topic, encode(topic, record), None if key is None else key.encode())
+                for topic, key, record in records]
+
+    def _send(self, encoded: list[Encoded], offsets: Offsets) -> _Unacknowledged:
+        """Produce an overlapped batch's records and take the producer's mark after them."""
+        self._retry(lambda: self._produce_encoded(encoded), "the broker (publish)")
+        return _Unacknowledged(self._retry(self.producer.mark, "the broker (publish)"), offsets, encoded)
 
     def _produce_encoded(self, encoded: list[Encoded]) -> None:
         produce_many = getattr(self.producer, "produce_many", None)
@@ -561,9 +563,7 @@ class Runner:
                 raise  # the records' or the configuration's fault: nothing is committed after them
             failure = exc
         log.warning("%s: %s; producing the batch again", self.service.name, failure)
-        self._retry(lambda: self._produce_encoded(batch.records), "the broker (publish)")
-        self._unacknowledged[0] = _Unacknowledged(self._retry(self.producer.mark, "the broker (publish)"),
-                                                  batch.offsets, batch.records)
+        self._unacknowledged[0] = self._send(batch.records, batch.offsets)
         return False
 
     def _commit_soon(self, offsets: Offsets) -> None:

@@ -295,8 +295,7 @@ class KafkaConsumer(_LibrdkafkaConsumer):
         Only partitions still assigned here are committed: one that a rebalance moved away
         is its new owner's to commit.
         """
-        assigned = self.assigned()
-        mine = [TopicPartition(t, p, o) for (t, p), o in offsets.items() if (t, p) in assigned]
+        mine = self._still_assigned(offsets)
         if not mine:
             return not offsets
         try:
@@ -309,10 +308,15 @@ class KafkaConsumer(_LibrdkafkaConsumer):
         return len(mine) == len(offsets)
 
     def commit_soon(self, offsets: Offsets) -> None:
-        assigned = self.assigned()
-        mine = [TopicPartition(t, p, o) for (t, p), o in offsets.items() if (t, p) in assigned]
+        mine = self._still_assigned(offsets)
         if mine:
             self._consumer.commit(offsets=mine, asynchronous=True)
+
+    def _still_assigned(self, offsets: Offsets) -> list[TopicPartition]:
+        """The offsets of partitions still assigned here: one a rebalance moved away is its new
+        owner's to commit."""
+        assigned = self.assigned()
+        return [TopicPartition(t, p, o) for (t, p), o in offsets.items() if (t, p) in assigned]
 
     def member_id(self) -> str | None:
         """This consumer's id in its group, once it has joined (None before)."""
